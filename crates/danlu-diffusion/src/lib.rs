@@ -1,0 +1,1 @@
+//! Stable Diffusion inference on candle: text encoders, UNet, VAE, samplers, seeds.

@@ -1,0 +1,1 @@
+//! Generators of tiny real-format model files and paths to the shared corpus, for tests.

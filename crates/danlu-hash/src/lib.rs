@@ -1,0 +1,1 @@
+//! Streaming model hashes as A1111 and Civitai show them (SHA-256, AutoV1, AutoV2, AutoV3, BLAKE3).
