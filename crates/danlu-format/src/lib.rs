@@ -19,6 +19,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 mod error;
+mod torch;
 
 pub use error::{Error, Result};
 

@@ -321,6 +321,33 @@ pub struct Components {
     pub ema: bool,
 }
 
+/// Identifies one task started on a [`Reporter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TaskId(pub u64);
+
+/// How long-running work (hashing, scanning, converting, downloading, generating) reports
+/// progress. Libraries take `&dyn Reporter`; the CLI draws bars, the server serves progress.
+pub trait Reporter: Send + Sync {
+    /// Starts a task with a label and, when known, the total amount of work (bytes, files, steps).
+    fn start(&self, label: &str, total: Option<u64>) -> TaskId;
+    /// Adds `by` units of finished work to a task.
+    fn advance(&self, task: TaskId, by: u64);
+    /// Marks a task finished.
+    fn finish(&self, task: TaskId);
+}
+
+/// A [`Reporter`] that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl Reporter for NoProgress {
+    fn start(&self, _label: &str, _total: Option<u64>) -> TaskId {
+        TaskId(0)
+    }
+    fn advance(&self, _task: TaskId, _by: u64) {}
+    fn finish(&self, _task: TaskId) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

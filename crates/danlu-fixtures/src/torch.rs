@@ -1,0 +1,1 @@
+//! PyTorch files built opcode by opcode: pickles (benign and malicious), zip archives, legacy files.
