@@ -7,7 +7,10 @@ pub fn root() -> PathBuf {
     if let Some(dir) = std::env::var_os("DANLU_CORPUS") {
         return PathBuf::from(dir);
     }
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus"))
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../shared/corpus"
+    ))
 }
 
 /// A file of the corpus, e.g. `corpus::path("models/EasyNegative.safetensors")`.
@@ -18,7 +21,10 @@ pub fn root() -> PathBuf {
 pub fn path(rel: &str) -> PathBuf {
     let p = root().join(rel);
     if !p.exists() {
-        panic!("corpus file `{}` is missing (set DANLU_CORPUS or lay out ../shared/corpus)", p.display());
+        panic!(
+            "corpus file `{}` is missing (set DANLU_CORPUS or lay out ../shared/corpus)",
+            p.display()
+        );
     }
     p
 }
