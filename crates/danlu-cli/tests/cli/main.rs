@@ -1,0 +1,14 @@
+//! Integration tests of the `danlu` binary, one module per command.
+
+// Test harness: a failed expectation is a test failure, and fixtures are written directly.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods,
+    unreachable_pub,
+    missing_docs
+)]
+
+mod inspect;
+mod util;
