@@ -1,1 +1,11 @@
-//! Stable Diffusion inference on candle: text encoders, UNet, VAE, samplers, seeds.
+//! Stable Diffusion inference on candle: seeds that match other tools, A1111 prompt syntax,
+//! samplers and schedules by their A1111 names, and the networks (text encoders, UNet, VAE)
+//! loaded from single-file checkpoints through `danlu-format`.
+
+mod error;
+pub mod model;
+pub mod prompt;
+pub mod rng;
+pub mod sampling;
+
+pub use error::{Error, Result};

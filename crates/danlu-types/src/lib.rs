@@ -63,7 +63,12 @@ pub struct UnknownWord {
 
 impl fmt::Display for UnknownWord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}` is not a known {} value", self.word, self.what.to_lowercase())
+        write!(
+            f,
+            "`{}` is not a known {} value",
+            self.word,
+            self.what.to_lowercase()
+        )
     }
 }
 
@@ -394,7 +399,10 @@ mod tests {
             assert_eq!(f.comfyui.is_some(), *k != Kind::Unknown, "{k}");
         }
         assert_eq!(Kind::Embedding.folder(Ui::A1111), Some("embeddings"));
-        assert_eq!(Kind::IpAdapter.folder(Ui::ComfyUi), Some("models/ipadapter"));
+        assert_eq!(
+            Kind::IpAdapter.folder(Ui::ComfyUi),
+            Some("models/ipadapter")
+        );
         assert_eq!(serde_json::to_string(&Ui::ComfyUi).unwrap(), "\"comfyui\"");
     }
 }
