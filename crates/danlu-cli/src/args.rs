@@ -64,6 +64,20 @@ pub enum Command {
     /// pickle is ever run. A folder is walked recursively. Exit status 1 when any file could not
     /// be read (the others are still reported).
     Inspect(InspectArgs),
+
+    /// Read the generation parameters stored in images (A1111, ComfyUI, NovelAI, InvokeAI, ...).
+    ///
+    /// Reads PNG text chunks, JPEG and WebP EXIF, and stealth metadata hidden in pixels. A folder
+    /// is walked. Exit status 1 when any image could not be read.
+    Pnginfo(PnginfoArgs),
+}
+
+/// Arguments of `danlu pnginfo`.
+#[derive(Debug, Args)]
+pub struct PnginfoArgs {
+    /// Images or folders of images.
+    #[arg(required = true, value_name = "IMAGE")]
+    pub paths: Vec<PathBuf>,
 }
 
 /// Arguments of `danlu inspect`.

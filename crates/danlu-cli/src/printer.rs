@@ -14,7 +14,7 @@ impl Printer {
     /// Writes a value as pretty JSON followed by a newline.
     pub fn json<T: Serialize>(&self, value: &T) -> io::Result<()> {
         let mut out = io::stdout().lock();
-        serde_json::to_writer_pretty(&mut out, value).map_err(io::Error::other)?;
+        serde_json::to_writer_pretty(&mut out, value).map_err(io::Error::from)?;
         out.write_all(b"\n")?;
         out.flush()
     }

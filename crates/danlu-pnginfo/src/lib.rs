@@ -29,6 +29,7 @@ mod invokeai;
 mod jpeg;
 mod novelai;
 mod png;
+mod report;
 mod stealth;
 mod text;
 mod webp;
@@ -40,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 pub use a1111::{parse_a1111, to_a1111_infotext};
 pub use error::{Error, Result};
+pub use report::{IMAGE_EXTENSIONS, ImageReport};
 pub use stealth::{StealthMode, StealthPayload};
 pub use text::MAX_TEXT_BYTES;
 

@@ -1,6 +1,7 @@
 //! One module per command.
 
 pub mod inspect;
+pub mod pnginfo;
 
 use crate::ExitStatus;
 use crate::args::{Cli, Command};
@@ -16,5 +17,6 @@ pub fn run(cli: &Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
         || std::env::var_os("DANLU_NO_PROGRESS").is_some();
     match &cli.command {
         Command::Inspect(args) => inspect::run(args, progress_hidden, printer),
+        Command::Pnginfo(args) => pnginfo::run(args, printer),
     }
 }

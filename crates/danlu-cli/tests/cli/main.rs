@@ -11,4 +11,5 @@
 )]
 
 mod inspect;
+mod pnginfo;
 mod util;
