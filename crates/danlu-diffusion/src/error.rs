@@ -1,0 +1,45 @@
+/// Errors of the diffusion engine.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A tensor operation failed inside candle.
+    #[error("tensor operation failed")]
+    Candle(#[from] candle_core::Error),
+    /// A request value is out of range (size, steps, CFG, ...).
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// Which value.
+        what: &'static str,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// A checkpoint file could not be mapped into memory.
+    #[error("`{}`: cannot map the checkpoint", path.display())]
+    Map {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: danlu_fs::Error,
+    },
+    /// A network could not be built from a checkpoint's tensors.
+    #[error("`{}`: cannot load the {component} from the checkpoint", path.display())]
+    Load {
+        /// The checkpoint (its first file).
+        path: std::path::PathBuf,
+        /// Which network (`UNet`, `VAE`, `text encoder`).
+        component: &'static str,
+        /// The cause (a missing tensor, a shape or dtype that does not fit).
+        #[source]
+        source: candle_core::Error,
+    },
+    /// The per-step callback asked the sampler to stop.
+    #[error("sampling cancelled at step {step}")]
+    Cancelled {
+        /// The zero-based step whose callback asked to stop.
+        step: usize,
+    },
+}
+
+/// Result of the diffusion engine.
+pub type Result<T> = std::result::Result<T, Error>;

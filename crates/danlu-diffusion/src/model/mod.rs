@@ -1,0 +1,1 @@
+//! Networks: text encoders, UNet, VAE, and loading them from single-file checkpoints.
