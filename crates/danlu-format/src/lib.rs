@@ -111,10 +111,11 @@ impl TensorIndex {
 /// extension) and, for folders, from `model_index.json` or `config.json`.
 ///
 /// Sniffing, in order: a folder is a diffusers folder; `PK\x03\x04` is a PyTorch zip archive;
-/// a first byte `\x80` (pickle protocol 2+) is PyTorch's legacy format, whose reader checks the
-/// magic-number pickle (`\x80\x02\x8a\x0a` + `0x1950a86a20f9469cfc6c`); `GGUF` is GGUF; an
-/// 8-byte length followed by `{` is safetensors. Only headers are read; memory does not grow with
-/// the size of the tensor data.
+/// `GGUF` is GGUF; `{` at offset 8 is safetensors (checked before pickles, since a header length
+/// may start with the byte 0x80);
+/// then a first byte `\x80` (pickle protocol 2+) is PyTorch's legacy format, whose reader checks
+/// the magic-number pickle (`\x80\x02\x8a\x0a` + `0x1950a86a20f9469cfc6c`). Only headers are
+/// read; memory does not grow with the size of the tensor data.
 ///
 /// # Errors
 /// When the file cannot be read or is not a supported container; the error names the file and
@@ -164,9 +165,11 @@ pub(crate) fn read_index_file(path: &Path) -> Result<TensorIndex> {
     let head = read_at(path, &mut file, 0, size.min(16))?;
     match head.as_slice() {
         [b'P', b'K', 3, 4, ..] => torch::read_zip(path),
-        [0x80, ..] => torch::read_legacy(path),
         [b'G', b'G', b'U', b'F', ..] => gguf::read_gguf(path, &mut file, size),
+        // Before the pickle test: a safetensors header length may well start with the byte
+        // 0x80. The legacy torch magic puts 0xf9 at offset 8, never `{`.
         [_, _, _, _, _, _, _, _, b'{', ..] => safetensors::read_safetensors(path, &mut file, size),
+        [0x80, ..] => torch::read_legacy(path),
         _ if size < 9 => Err(Error::Truncated {
             path: path.to_path_buf(),
             what: "a model header",
@@ -219,6 +222,22 @@ mod tests {
         let mut f = tempfile::NamedTempFile::new().unwrap();
         f.write_all(bytes).unwrap();
         f
+    }
+
+    #[test]
+    fn safetensors_whose_header_length_starts_with_0x80_is_not_taken_for_a_pickle() {
+        // A header of exactly 0x80 bytes: the file's first byte is 0x80, like a pickle's.
+        let mut json = br#"{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#.to_vec();
+        json.resize(0x80, b' ');
+        let mut bytes = (json.len() as u64).to_le_bytes().to_vec();
+        assert_eq!(bytes[0], 0x80);
+        bytes.extend_from_slice(&json);
+        bytes.extend_from_slice(&1.5f32.to_le_bytes());
+        let f = file_with(&bytes);
+        let index = read_index(f.path()).unwrap();
+        assert_eq!(index.format, Some(Format::Safetensors));
+        assert_eq!(index.tensors.len(), 1);
+        assert_eq!(index.tensors[0].data.offset, 8 + 0x80);
     }
 
     #[test]
