@@ -197,6 +197,108 @@ pub fn write_atomic(dest: impl AsRef<Path>, bytes: &[u8], overwrite: Overwrite) 
     f.commit()
 }
 
+/// How [`move_file`] or [`link_file`] placed a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placed {
+    /// A new name on the same file system (hard link, then the old name removed for a move).
+    Linked,
+    /// A complete copy (temporary file, fsync, rename), for moves across file systems.
+    Copied,
+    /// A symbolic link, when a hard link is impossible (across file systems).
+    Symlinked,
+}
+
+/// Copies `src` to `dest` through a temporary file in `dest`'s folder (fsync, rename without
+/// overwriting, fsync folder), keeping the source's modification time, so that `dest` either
+/// does not exist or is complete.
+///
+/// # Errors
+/// When reading or writing fails, or [`Error::Exists`] when `dest` exists.
+pub fn copy_file(src: &Path, dest: &Path) -> Result<PathBuf> {
+    let mut input = std::fs::File::open(src).map_err(io_err(src, "opening to copy"))?;
+    let modified = input.metadata().and_then(|m| m.modified()).ok();
+    if dest.symlink_metadata().is_ok() {
+        return Err(Error::Exists {
+            path: dest.to_path_buf(),
+        });
+    }
+    let mut out = AtomicFile::create(dest)?;
+    io::copy(&mut input, &mut out).map_err(io_err(src, "copying"))?;
+    if let Some(t) = modified {
+        out.temp
+            .as_file()
+            .set_modified(t)
+            .map_err(io_err(dest, "setting the modification time"))?;
+    }
+    out.commit()
+}
+
+/// Moves `src` to `dest` without ever overwriting `dest` and without a moment where the data
+/// exists under neither name complete: on one file system a hard link is made and then the old
+/// name removed; across file systems the file is copied completely ([`copy_file`]) and only
+/// then is the source removed.
+///
+/// # Errors
+/// [`Error::Exists`] when `dest` exists; I/O failures name the file. On failure the source is
+/// left in place.
+pub fn move_file(src: &Path, dest: &Path) -> Result<Placed> {
+    let how = match std::fs::hard_link(src, dest) {
+        Ok(()) => {
+            sync_dir(&parent_dir(dest))?;
+            Placed::Linked
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(Error::Exists {
+                path: dest.to_path_buf(),
+            });
+        }
+        // Across file systems (EXDEV) or where hard links are unsupported: copy.
+        Err(_) => {
+            copy_file(src, dest)?;
+            Placed::Copied
+        }
+    };
+    std::fs::remove_file(src).map_err(io_err(src, "removing the moved source"))?;
+    sync_dir(&parent_dir(src))?;
+    Ok(how)
+}
+
+/// Gives `src` a second name `dest`: a hard link, or a symbolic link across file systems.
+///
+/// # Errors
+/// [`Error::Exists`] when `dest` exists; I/O failures name the file.
+pub fn link_file(src: &Path, dest: &Path) -> Result<Placed> {
+    match std::fs::hard_link(src, dest) {
+        Ok(()) => {
+            sync_dir(&parent_dir(dest))?;
+            Ok(Placed::Linked)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::Exists {
+            path: dest.to_path_buf(),
+        }),
+        Err(e) => {
+            #[cfg(unix)]
+            {
+                let _ = e;
+                let target = std::path::absolute(src).map_err(io_err(src, "resolving"))?;
+                std::os::unix::fs::symlink(&target, dest).map_err(|e| {
+                    if e.kind() == io::ErrorKind::AlreadyExists {
+                        Error::Exists {
+                            path: dest.to_path_buf(),
+                        }
+                    } else {
+                        io_err(dest, "making a symbolic link")(e)
+                    }
+                })?;
+                sync_dir(&parent_dir(dest))?;
+                Ok(Placed::Symlinked)
+            }
+            #[cfg(not(unix))]
+            Err(io_err(dest, "making a hard link")(e))
+        }
+    }
+}
+
 /// A read-only memory map of a whole file.
 pub type Map = memmap2::Mmap;
 
@@ -246,6 +348,34 @@ mod tests {
         write_atomic(&dest, b"third", Overwrite::Replace).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"third");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn move_and_copy_never_overwrite_and_keep_contents() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.bin");
+        let b = dir.path().join("b.bin");
+        let c = dir.path().join("c.bin");
+        write_atomic(&a, b"alpha", Overwrite::Never).unwrap();
+        write_atomic(&b, b"beta", Overwrite::Never).unwrap();
+        assert!(matches!(move_file(&a, &b), Err(Error::Exists { .. })));
+        assert!(matches!(copy_file(&a, &b), Err(Error::Exists { .. })));
+        assert_eq!(std::fs::read(&a).unwrap(), b"alpha");
+        assert_eq!(std::fs::read(&b).unwrap(), b"beta");
+        assert_eq!(move_file(&a, &c).unwrap(), Placed::Linked);
+        assert!(!a.exists());
+        assert_eq!(std::fs::read(&c).unwrap(), b"alpha");
+        let d = dir.path().join("d.bin");
+        copy_file(&c, &d).unwrap();
+        assert_eq!(std::fs::read(&d).unwrap(), b"alpha");
+        assert_eq!(
+            std::fs::metadata(&d).unwrap().modified().unwrap(),
+            std::fs::metadata(&c).unwrap().modified().unwrap()
+        );
+        let e = dir.path().join("e.bin");
+        link_file(&d, &e).unwrap();
+        assert_eq!(std::fs::read(&e).unwrap(), b"alpha");
+        assert!(d.exists());
     }
 
     #[test]
