@@ -39,6 +39,15 @@ pub enum Error {
         /// The zero-based step whose callback asked to stop.
         step: usize,
     },
+    /// A model file could not be read as a tensor container.
+    #[error("`{}`: cannot read the model file", path.display())]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The cause.
+        #[source]
+        source: danlu_format::Error,
+    },
 }
 
 /// Result of the diffusion engine.

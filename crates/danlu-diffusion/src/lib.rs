@@ -4,6 +4,7 @@
 
 mod error;
 pub mod model;
+pub mod pipeline;
 pub mod prompt;
 pub mod rng;
 pub mod sampling;
