@@ -1,7 +1,20 @@
 //! One module per command.
 
+pub mod catalog;
+pub mod civitai;
+pub mod convert;
+pub mod doctor;
+pub mod download;
+pub mod generate;
 pub mod inspect;
+pub mod list;
+pub mod noise;
 pub mod pnginfo;
+pub mod scan;
+pub mod show;
+pub mod sort;
+pub mod tag;
+pub mod vae;
 
 use crate::ExitStatus;
 use crate::args::{Cli, Command};
@@ -17,6 +30,19 @@ pub fn run(cli: &Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
         || std::env::var_os("DANLU_NO_PROGRESS").is_some();
     match &cli.command {
         Command::Inspect(args) => inspect::run(args, progress_hidden, printer),
+        Command::Convert(args) => convert::run(args, progress_hidden, printer),
         Command::Pnginfo(args) => pnginfo::run(args, printer),
+        Command::Scan(args) => scan::run(args, progress_hidden, printer),
+        Command::List(args) => list::run(args, printer),
+        Command::Show(args) => show::run(args, printer),
+        Command::Sort(args) => sort::run(args, progress_hidden, printer),
+        Command::Vae(args) => vae::run(args, printer),
+        Command::Doctor(args) => doctor::run(args, printer),
+        Command::Tag(args) => tag::run(args, printer),
+        Command::Noise(args) => noise::run(args, printer),
+        Command::Generate(args) => generate::run(args, progress_hidden, printer),
+        Command::Download(args) => download::run(args, progress_hidden, printer),
+        Command::Catalog(args) => catalog::run(args, printer),
+        Command::Civitai(args) => civitai::run(args, progress_hidden, printer),
     }
 }

@@ -74,6 +74,11 @@ fn one(env: &TestEnv, args: &[&str]) -> (Report, std::process::Output) {
     (r, out)
 }
 
+/// The raw JSON object, to tell a `null` field from a missing one.
+fn raw(out: &std::process::Output) -> serde_json::Value {
+    serde_json::from_str(&stdout(out)).unwrap()
+}
+
 #[test]
 fn help_lists_inspect() {
     let env = TestEnv::new();
@@ -224,4 +229,86 @@ fn missing_path_is_an_error_naming_it() {
     assert_eq!(out.status.code(), Some(1));
     let r: Report = serde_json::from_str(&stdout(&out)).unwrap();
     assert!(r.error.unwrap().contains("nope.safetensors"));
+}
+
+#[test]
+fn sparse_sdxl_checkpoint_is_identified_from_its_header_alone() {
+    use danlu_fixtures::models::{CheckpointOpts, Fill, sdxl_checkpoint, write_safetensors};
+    let env = TestEnv::new();
+    let path = env.path("sd_xl_base_1.0.safetensors");
+    let tensors = sdxl_checkpoint(&CheckpointOpts::default());
+    let size = write_safetensors(&path, &tensors, &Default::default(), Fill::Sparse).unwrap();
+    assert!(
+        size > 6_000_000_000,
+        "a real-size SDXL checkpoint ({size} bytes)"
+    );
+    let (r, out) = one(&env, &["inspect", "--json", s(&path)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(r.kind.as_deref(), Some("checkpoint"));
+    assert_eq!(r.base.as_deref(), Some("sdxl"));
+    assert!(
+        raw(&out)["variant"].is_null(),
+        "variant is present and null"
+    );
+    assert_eq!(r.dtype.as_deref(), Some("f16"));
+    let c = r.components.expect("checkpoints list components");
+    assert!(c.unet && c.vae && c.text_encoder && !c.ema, "{c:?}");
+    assert_eq!(
+        r.folders.unwrap().comfyui.as_deref(),
+        Some("models/checkpoints")
+    );
+    let p = r.parameters.unwrap();
+    assert!((3_000_000_000..4_000_000_000).contains(&p), "{p}");
+}
+
+#[test]
+fn sd1_inpainting_ckpt_with_ema_is_read_through_the_restricted_pickle_reader() {
+    use danlu_fixtures::models::{CheckpointOpts, sd1_checkpoint};
+    use danlu_fixtures::torch::{checkpoint, write_torch_zip};
+    let env = TestEnv::new();
+    let opts = CheckpointOpts {
+        in_channels: 9,
+        ema: true,
+        // f16 keeps the archive under 4 GiB: the fixture writer makes no ZIP64 records.
+        dtype: danlu_types::Dtype::F16,
+        ..CheckpointOpts::default()
+    };
+    let tensors = sd1_checkpoint(&opts);
+    let spec: Vec<(&str, danlu_types::Dtype, &[u64])> = tensors
+        .iter()
+        .map(|t| (t.name.as_str(), t.dtype, t.shape.as_slice()))
+        .collect();
+    let path = env.path("sd-v1-5-inpainting.ckpt");
+    write_torch_zip(&path, &checkpoint(&spec, 440_000)).unwrap();
+    let (r, out) = one(&env, &["inspect", "--json", s(&path)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(r.format.as_deref(), Some("ckpt"));
+    assert_eq!(r.kind.as_deref(), Some("checkpoint"));
+    assert_eq!(r.base.as_deref(), Some("sd1"));
+    assert_eq!(r.variant, Some(Some("inpaint".into())));
+    assert!(r.components.unwrap().ema);
+    let safety = r.safety.expect("a pickle");
+    assert!(safety.safe, "{safety:?}");
+}
+
+#[test]
+fn ckpt_whose_pickle_would_run_a_shell_command_is_unsafe_and_nothing_runs() {
+    use danlu_fixtures::torch::{os_system_pickle, write, zip_of};
+    let env = TestEnv::new();
+    let marker = env.path("pwned");
+    let pickle = os_system_pickle(&format!("touch {}", marker.display()));
+    let path = env.path("evil.ckpt");
+    write(
+        &path,
+        &zip_of(&[("archive/data.pkl", &pickle), ("archive/version", b"3\n")]),
+    )
+    .unwrap();
+    let out = env.run(&["inspect", "--json", s(&path)]);
+    let r: Report = serde_json::from_str(&stdout(&out)).unwrap();
+    let text = format!("{r:?}");
+    assert!(text.contains("system"), "the global is reported: {text}");
+    if let Some(safety) = &r.safety {
+        assert!(!safety.safe);
+    }
+    assert!(!marker.exists(), "the payload must never run");
 }

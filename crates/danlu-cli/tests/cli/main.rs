@@ -10,6 +10,15 @@
     missing_docs
 )]
 
+mod convert;
+mod doctor;
+mod download;
+mod generate;
 mod inspect;
+mod list;
+mod noise;
 mod pnginfo;
+mod scan;
+mod sort;
 mod util;
+mod vae;
