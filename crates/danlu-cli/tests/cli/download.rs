@@ -312,3 +312,49 @@ fn catalog_lists_the_lesson_models_and_filters_by_category() {
         stdout(&out)
     );
 }
+
+/// A folder on a 256 KiB tmpfs, unmounted on drop; `None` where mounting is not allowed
+/// (not root, or no mount namespace rights), in which case the test says so and passes.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(dir: &Path) -> Option<Self> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then(|| Self(dir.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_is_a_clear_error_and_leaves_nothing_under_the_final_name() {
+    let env = TestEnv::new();
+    let hub = MockHub::start().await.unwrap();
+    let bytes: Vec<u8> = (0..2_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    hub.put_file("big", MockFile::new(bytes));
+    hub.put_hf("org/big", "main", "big.bin", "big");
+    let to = env.path("small");
+    let Some(_disk) = SmallDisk::mount(&to) else {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    };
+    let mut c = danlu(&env, &hub);
+    c.args(["download", "hf:org/big/big.bin", "--to"]).arg(&to);
+    let out = output(c).await;
+    assert!(!out.status.success(), "a 2 MB file cannot fit on 256 KiB");
+    let err = stderr(&out);
+    assert!(
+        err.contains("big.bin") && err.to_lowercase().contains("space"),
+        "the error names the file and the cause: {err}"
+    );
+    assert!(!to.join("big.bin").exists(), "nothing under the final name");
+}
