@@ -240,7 +240,10 @@ fn verify_entries(
         path: dest.to_path_buf(),
         reason,
     };
-    let out = read_output_index(dest)?;
+    let out = danlu_format::read_index(dest).map_err(|source| Error::Index {
+        path: dest.to_path_buf(),
+        source,
+    })?;
     if out.tensors.len() != entries.len() {
         return Err(fail(format!(
             "{} tensors written, {} expected",
@@ -295,94 +298,6 @@ fn verify_entries(
     }
     reporter.finish(task);
     Ok((entries.len(), bytes))
-}
-
-/// Reads the tensor index of a safetensors file this crate wrote, from its header alone
-/// (huggingface/safetensors `README.md`, "Format").
-///
-/// This parses the header itself instead of sniffing the container: a safetensors file whose
-/// header length has `0x80` as its low byte starts like a pickle, and `verify` must not depend
-/// on the sniffing order.
-///
-/// # Errors
-/// When the file cannot be read or its header is not valid safetensors.
-pub fn read_output_index(path: &Path) -> Result<TensorIndex> {
-    let invalid = |reason: String| Error::Verify {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let io = |source| Error::Io {
-        path: path.to_path_buf(),
-        action: "reading the safetensors header".into(),
-        source,
-    };
-    let mut file = std::fs::File::open(path).map_err(io)?;
-    let mut len = [0u8; 8];
-    file.read_exact(&mut len).map_err(io)?;
-    let n = u64::from_le_bytes(len);
-    if n > danlu_format::safetensors::MAX_HEADER_LEN {
-        return Err(invalid(format!("header length {n} is too large")));
-    }
-    let mut header = Vec::new();
-    (&mut file).take(n).read_to_end(&mut header).map_err(io)?;
-    let json: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header)
-        .map_err(|e| invalid(format!("header is not a JSON object: {e}")))?;
-    let mut index = TensorIndex {
-        format: Some(Format::Safetensors),
-        files: vec![path.to_path_buf()],
-        header_len: 8 + n,
-        ..TensorIndex::default()
-    };
-    for (name, v) in json {
-        if name == "__metadata__" {
-            if let Some(m) = v.as_object() {
-                for (k, v) in m {
-                    index
-                        .metadata
-                        .insert(k.clone(), v.as_str().unwrap_or_default().to_owned());
-                }
-            }
-            continue;
-        }
-        let bad = || invalid(format!("tensor `{name}` has an invalid header entry"));
-        let dtype = v["dtype"]
-            .as_str()
-            .and_then(danlu_format::safetensors::parse_dtype)
-            .ok_or_else(bad)?;
-        let shape = v["shape"]
-            .as_array()
-            .and_then(|a| {
-                a.iter()
-                    .map(serde_json::Value::as_u64)
-                    .collect::<Option<Vec<u64>>>()
-            })
-            .ok_or_else(bad)?;
-        let offsets = v["data_offsets"]
-            .as_array()
-            .and_then(|a| {
-                a.iter()
-                    .map(serde_json::Value::as_u64)
-                    .collect::<Option<Vec<u64>>>()
-            })
-            .ok_or_else(bad)?;
-        let [begin, end] = offsets[..] else {
-            return Err(bad());
-        };
-        index.tensors.push(danlu_format::TensorInfo {
-            name,
-            dtype,
-            shape,
-            data: danlu_format::DataRef {
-                file: 0,
-                offset: 8 + n + begin,
-                len: end.saturating_sub(begin),
-                strides: None,
-                quant: None,
-            },
-        });
-    }
-    index.sort();
-    Ok(index)
 }
 
 fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> std::io::Result<usize> {

@@ -370,7 +370,7 @@ fn render_all(r: &AllCkptReport) -> String {
 fn identity_check(input: &Path, output: &Path) -> anyhow::Result<IdentityCheck> {
     let source = danlu_format::read_index(input)
         .with_context(|| format!("inspecting `{}`", input.display()))?;
-    let out = danlu_convert::read_output_index(output)
+    let out = danlu_format::read_index(output)
         .with_context(|| format!("inspecting `{}`", output.display()))?;
     let a = identify(&source, &Hints::from_path(input));
     let b = identify(&out, &Hints::from_path(output));
