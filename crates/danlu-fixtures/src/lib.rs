@@ -5,4 +5,5 @@
 
 pub mod corpus;
 pub mod models;
+pub mod tiny;
 pub mod torch;

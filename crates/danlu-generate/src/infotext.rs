@@ -1,0 +1,110 @@
+//! The parameters A1111 writes for an image (`modules/processing.py` `create_infotext`).
+
+use crate::{Job, LoadedModel};
+use danlu_diffusion::pipeline::Image;
+use danlu_diffusion::prompt::Emphasis;
+use danlu_diffusion::rng::RngSource;
+use danlu_diffusion::sampling::{SamplerKind, Scheduler};
+use danlu_pnginfo::{GenerationParams, Source};
+
+/// The label A1111 writes as "Schedule type": the sampler's own schedule for "Automatic".
+pub fn resolved_scheduler(sampler: SamplerKind, scheduler: Scheduler) -> String {
+    match scheduler {
+        Scheduler::Automatic => sampler.default_scheduler().label().to_owned(),
+        s => s.label().to_owned(),
+    }
+}
+
+/// The fields A1111 records for `image` of `job` made by `model`.
+///
+/// `RNG` is always written (`CPU` or `NV`): an A1111 image without it was made with the "GPU"
+/// source, which on CUDA gives the NV numbers.
+pub fn generation_params(model: &LoadedModel, job: &Job, image: &Image) -> GenerationParams {
+    let r = &job.request;
+    let info = r.sampler.info();
+    let mut params = GenerationParams {
+        source: Source::A1111,
+        prompt: r.prompt.clone(),
+        negative_prompt: r.negative_prompt.clone(),
+        steps: Some(r.steps as u64),
+        seed: Some(image.seed),
+        width: Some(image.width as u32),
+        height: Some(image.height as u32),
+        clip_skip: Some(r.clip_skip as u32),
+        sampler: Some(info.label.to_owned()),
+        scheduler: (!info.timesteps).then(|| resolved_scheduler(r.sampler, r.scheduler)),
+        cfg_scale: Some(f64::from(r.cfg_scale)),
+        denoising_strength: job
+            .img2img
+            .as_ref()
+            .map(|i| f64::from(i.denoising_strength)),
+        model: Some(model.model_name()),
+        model_hash: (!model.model_hash.is_empty()).then(|| model.model_hash.clone()),
+        vae: model.vae_name(),
+        vae_hash: model.vae_hash.clone(),
+        ..GenerationParams::default()
+    };
+    let extra = &mut params.extra;
+    if let (Some((_, strength)), Some(subseed)) = (r.variation, image.subseed)
+        && strength != 0.0
+    {
+        extra.insert("Variation seed".to_owned(), subseed.to_string());
+        extra.insert("Variation seed strength".to_owned(), strength.to_string());
+    }
+    if let Some(eta) = r.eta {
+        if info.timesteps && eta != 0.0 {
+            extra.insert("Eta DDIM".to_owned(), eta.to_string());
+        } else if info.stochastic && eta != 1.0 {
+            extra.insert("Eta".to_owned(), eta.to_string());
+        }
+    }
+    if r.eta_noise_seed_delta != 0 && info.stochastic {
+        extra.insert("ENSD".to_owned(), r.eta_noise_seed_delta.to_string());
+    }
+    match r.emphasis {
+        Emphasis::Original => {}
+        Emphasis::NoNorm => {
+            extra.insert("Emphasis".to_owned(), "No norm".to_owned());
+        }
+        Emphasis::Ignore => {
+            extra.insert("Emphasis".to_owned(), "Ignore".to_owned());
+        }
+        Emphasis::None => {
+            extra.insert("Emphasis".to_owned(), "None".to_owned());
+        }
+    }
+    extra.insert(
+        "RNG".to_owned(),
+        match r.rng {
+            RngSource::Cpu => "CPU",
+            RngSource::Nv => "NV",
+        }
+        .to_owned(),
+    );
+    extra.insert(
+        "Version".to_owned(),
+        format!("danlu {}", env!("CARGO_PKG_VERSION")),
+    );
+    params
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn automatic_schedule_is_written_as_the_samplers_own() {
+        assert_eq!(
+            resolved_scheduler(SamplerKind::DpmPp2M, Scheduler::Automatic),
+            "Karras"
+        );
+        assert_eq!(
+            resolved_scheduler(SamplerKind::EulerAncestral, Scheduler::Automatic),
+            "Uniform"
+        );
+        assert_eq!(
+            resolved_scheduler(SamplerKind::Euler, Scheduler::Exponential),
+            "Exponential"
+        );
+    }
+}
