@@ -13,8 +13,11 @@ Runs A1111's procedure on `crates/danlu-diffusion/tests/reference/model/sd1_tiny
     otherwise, the default `pad_cond_uncond = False`);
   * initial noise from A1111's `ImageRNG` on CPU: one `torch.Generator().manual_seed(seed + i)`
     per image, the first `randn((4, h, w))` is the latent, later draws are the ancestral noise;
-  * `sample_euler_ancestral`, `sample_dpmpp_2m` on Karras sigmas, `sample_euler`, and A1111's
-    DDIM (`sampling_reference.ddim`), then `decode_first_stage` (`1 / scale_factor * z`) and
+  * k-diffusion's `sample_euler_ancestral`, `sample_euler`, `sample_heun`, `sample_lms`,
+    `sample_dpmpp_2m`, `sample_dpmpp_sde`, `sample_dpmpp_2m_sde`, `sample_dpmpp_3m_sde` on A1111's schedules (Automatic,
+    Karras, Exponential, Uniform), A1111's DDIM (`sampling_reference.ddim`) and UniPC
+    (`sampling_unipc.py`); the SDE samplers with A1111's Brownian-tree noise
+    (`BrownianTreeNoiseSampler` seeded with the batch's seeds, on the float32 latent); then `decode_first_stage` (`1 / scale_factor * z`) and
     A1111's 8-bit conversion (`clamp((x + 1) / 2, 0, 1)`, `255. * x`, `astype(np.uint8)`);
   * SD 2.x (`sd2_tiny.safetensors`): the OpenCLIP tower's penultimate layer, padding with 0
     after the first end token, k-diffusion's `CompVisVDenoiser` (v-prediction);
@@ -74,14 +77,49 @@ RUNS = [
          negative_prompt=NEGATIVE),
     dict(name="euler_long_negative", sampler="Euler", seed=99, batch_size=1, steps=4, cfg_scale=7.0,
          clip_skip=1, negative_prompt=LONG_NEGATIVE),
+    dict(name="heun", sampler="Heun", seed=11, batch_size=1, steps=4, cfg_scale=7.0, clip_skip=1,
+         negative_prompt=NEGATIVE),
+    dict(name="lms_karras", sampler="LMS Karras", seed=12, batch_size=1, steps=6, cfg_scale=7.0,
+         clip_skip=1, negative_prompt=NEGATIVE),
+    dict(name="dpmpp_sde_karras_batch2", sampler="DPM++ SDE Karras", seed=13, batch_size=2, steps=4,
+         cfg_scale=7.0, clip_skip=1, negative_prompt=NEGATIVE),
+    dict(name="dpmpp_sde_uniform", sampler="DPM++ SDE Uniform", seed=14, batch_size=1, steps=4,
+         cfg_scale=7.0, clip_skip=1, negative_prompt=NEGATIVE),
+    dict(name="dpmpp_2m_sde", sampler="DPM++ 2M SDE", seed=15, batch_size=1, steps=5, cfg_scale=7.0,
+         clip_skip=1, negative_prompt=NEGATIVE),
+    dict(name="unipc", sampler="UniPC", seed=16, batch_size=1, steps=5, cfg_scale=7.0, clip_skip=1,
+         negative_prompt=NEGATIVE),
+    dict(name="euler_exponential", sampler="Euler Exponential", seed=17, batch_size=1, steps=4,
+         cfg_scale=7.0, clip_skip=1, negative_prompt=NEGATIVE),
+    dict(name="dpmpp_3m_sde", sampler="DPM++ 3M SDE", seed=19, batch_size=1, steps=6, cfg_scale=7.0,
+         clip_skip=1, negative_prompt=NEGATIVE),
+    dict(name="dpmpp_2m_uniform", sampler="DPM++ 2M Uniform", seed=18, batch_size=1, steps=5,
+         cfg_scale=7.0, clip_skip=1, negative_prompt=NEGATIVE),
 ]
 IMG2IMG = dict(name="img2img_euler_a", sampler="Euler a", seed=777, batch_size=1, steps=8, cfg_scale=7.0,
                clip_skip=1, negative_prompt=NEGATIVE, denoising_strength=0.6)
+# img2img with Brownian-tree noise: the tree spans the sigmas left after the strength cut.
+IMG2IMG_SDE = dict(name="img2img_dpmpp_2m_sde", sampler="DPM++ 2M SDE Karras", seed=778, batch_size=1, steps=8,
+                   cfg_scale=7.0, clip_skip=1, negative_prompt=NEGATIVE, denoising_strength=0.5)
 # SD 2.x: OpenCLIP text tower at its penultimate layer, `id_pad = 0`, v-prediction.
 SD2_RUN = dict(name="sd2_v_euler_a", sampler="Euler a", seed=321, batch_size=1, steps=5, cfg_scale=6.0,
                clip_skip=1, negative_prompt=NEGATIVE, v_prediction=True)
 SD2_CKPT = ROOT / "crates/danlu-diffusion/tests/reference/model/sd2_tiny.safetensors"
 WIDTH = HEIGHT = 64
+# A1111 label -> (k-diffusion function, what "Automatic" schedules, step noise); A1111 1.10
+# `sd_samplers_kdiffusion.samplers_k_diffusion` (options `scheduler`, `brownian_noise`).
+K_SAMPLERS = {
+    "Euler a": (ks.sample_euler_ancestral, "Uniform", "ancestral"),
+    "Euler": (ks.sample_euler, "Uniform", None),
+    "Heun": (ks.sample_heun, "Uniform", None),
+    "LMS": (ks.sample_lms, "Uniform", None),
+    "DPM++ 2M": (ks.sample_dpmpp_2m, "Karras", None),
+    "DPM++ SDE": (ks.sample_dpmpp_sde, "Karras", "brownian"),
+    "DPM++ 2M SDE": (ks.sample_dpmpp_2m_sde, "Exponential", "brownian"),
+    "DPM++ 3M SDE": (ks.sample_dpmpp_3m_sde, "Exponential", "brownian"),
+}
+# `discard_next_to_last_sigma`: one more step scheduled, the penultimate sigma dropped.
+DISCARD_PENULTIMATE = {"DPM++ 3M SDE"}
 
 
 class Ldm:
@@ -175,25 +213,46 @@ def run(nets, params, dtype, init=None, sd2=False):
     steps, name = params["steps"], params["sampler"]
     smin, smax = wrap.sigmas[0].item(), wrap.sigmas[-1].item()
     model = A1111Cfg(wrap, cond, uncond, params["cfg_scale"])
-    noise_kw = {"noise_sampler": lambda s, sn: rng.next().to(dtype)}
     if name == "DDIM":
         timesteps = torch.clip(torch.asarray(list(range(0, 1000, 1000 // steps))) + 1, 0, 999)
         eps = EpsCfg(ldm, cond, uncond, params["cfg_scale"])
         return sr.ddim(eps, noise.to(dtype), timesteps, ldm.alphas_cumprod, rng, eta=0.0)
-    if name == "Euler a":
-        fn, sigmas, kw = ks.sample_euler_ancestral, wrap.get_sigmas(steps), noise_kw
-    elif name == "Euler":
-        fn, sigmas, kw = ks.sample_euler, wrap.get_sigmas(steps), {}
-    elif name == "DPM++ 2M Karras":
-        fn, sigmas, kw = ks.sample_dpmpp_2m, ks.get_sigmas_karras(steps, smin, smax, rho=7.0), {}
+    if name == "UniPC":
+        # A1111 sd_samplers_timesteps_impl.unipc: as many steps as A1111's DDIM timesteps.
+        from sampling_unipc import NoiseScheduleVP, UniPC
+        n_ts = len(range(0, 1000, 1000 // steps))
+        eps = EpsCfg(ldm, cond, uncond, params["cfg_scale"])
+        return UniPC(eps, NoiseScheduleVP(ldm.alphas_cumprod)).sample(noise.to(dtype), steps=n_ts)
+    base, schedule = name, None
+    for label in ("Karras", "Exponential", "Uniform"):
+        if name.endswith(" " + label):
+            base, schedule = name[: -len(label) - 1], label
+    fn, automatic, noise_kind = K_SAMPLERS[base]
+    schedule = schedule or automatic
+    n = steps + 1 if base in DISCARD_PENULTIMATE else steps
+    if schedule == "Karras":
+        sigmas = ks.get_sigmas_karras(n, smin, smax, rho=7.0)
+    elif schedule == "Exponential":
+        sigmas = ks.get_sigmas_exponential(n, smin, smax)
     else:
-        raise ValueError(name)
+        sigmas = wrap.get_sigmas(n)
+    if base in DISCARD_PENULTIMATE:
+        sigmas = torch.cat([sigmas[:-2], sigmas[-1:]])
     if init is None:
         x = noise.to(dtype) * sigmas[0]
     else:
         t_enc = int(min(params["denoising_strength"], 0.999) * steps)
         sigmas = sigmas[steps - t_enc - 1:]
         x = init + noise.to(dtype) * sigmas[0]
+    if noise_kind == "ancestral":
+        kw = {"noise_sampler": lambda s, sn: rng.next().to(dtype)}
+    elif noise_kind == "brownian":
+        # A1111 `create_noise_sampler`: one tree per image seeded with its seed, over the
+        # positive range of the sigmas actually sampled, on the float32 latent A1111 samples.
+        tree = ks.BrownianTreeNoiseSampler(noise.float(), sigmas[sigmas > 0].min(), sigmas.max(), seed=seeds)
+        kw = {"noise_sampler": lambda s, sn: tree(s, sn).to(dtype)}
+    else:
+        kw = {}
     return fn(model, x, sigmas, disable=True, **kw)
 
 
@@ -222,9 +281,9 @@ def main():
         for dtype in (torch.float64, torch.float32):
             nets = (unet.to(dtype).eval(), vae.to(dtype).eval(), text.to(dtype).eval())
             suffix = "" if dtype == torch.float64 else "_f32"
-            for params in RUNS + [IMG2IMG]:
+            for params in RUNS + [IMG2IMG, IMG2IMG_SDE]:
                 init = None
-                if params is IMG2IMG:
+                if "denoising_strength" in params:
                     init = init_latent(vae, init_u8, params["seed"], dtype)
                 latent = run(nets, params, dtype, init)
                 tensors[params["name"] + "_latent" + suffix] = latent.to(torch.float64).contiguous()
@@ -249,7 +308,7 @@ def main():
         gap = ((f32.double() - ref).abs().max() / ref.abs().max()).item()
         print(f"{name}: torch float32 vs float64 final latent, max abs diff / max abs = {gap:.2e}")
     save_file(tensors, str(OUT / "pipeline_reference.safetensors"))
-    meta = {"prompt": PROMPT, "width": WIDTH, "height": HEIGHT, "runs": RUNS, "img2img": IMG2IMG, "sd2": SD2_RUN}
+    meta = {"prompt": PROMPT, "width": WIDTH, "height": HEIGHT, "runs": RUNS, "img2img": IMG2IMG, "img2img_sde": IMG2IMG_SDE, "sd2": SD2_RUN}
     with open(OUT / "pipeline_reference.json", "w") as f:
         json.dump(meta, f, indent=1)
     print("wrote", OUT, sum(os.path.getsize(p) for p in OUT.iterdir()), "bytes")

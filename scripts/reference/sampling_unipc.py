@@ -104,11 +104,11 @@ class UniPC:
         model_t = None
         e = lambda v: v[:, None, None, None] if v.dim() == 1 else v
         x_t_ = e(sigma_t / sigma_prev_0) * x - e(alpha_t * h_phi_1) * model_prev_0
-        pred_res = torch.einsum('k,bkchw->bchw', rhos_p, D1s) if use_predictor else 0
+        pred_res = torch.einsum('k,bkchw->bchw', rhos_p.to(D1s.dtype), D1s) if use_predictor else 0
         x_t = x_t_ - e(alpha_t * B_h) * pred_res
         if use_corrector:
             model_t = self.model_fn(x_t, t)
-            corr_res = torch.einsum('k,bkchw->bchw', rhos_c[:-1], D1s) if D1s is not None else 0
+            corr_res = torch.einsum('k,bkchw->bchw', rhos_c[:-1].to(D1s.dtype), D1s) if D1s is not None else 0
             D1_t = (model_t - model_prev_0)
             x_t = x_t_ - e(alpha_t * B_h) * (corr_res + rhos_c[-1] * D1_t)
         return x_t, model_t

@@ -48,6 +48,26 @@ pub enum Error {
         #[source]
         source: danlu_format::Error,
     },
+    /// An adapter file (LoRA, embedding, hypernetwork) does not hold what its kind needs.
+    #[error("`{}`: {reason}", path.display())]
+    Adapter {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An adapter was made for another model family than the loaded one.
+    #[error("`{}`: the {kind} is for {adapter}, the loaded model is {model}", path.display())]
+    WrongBase {
+        /// The adapter file.
+        path: std::path::PathBuf,
+        /// What it is (`LoRA`, `embedding`, `hypernetwork`).
+        kind: &'static str,
+        /// The family the adapter fits.
+        adapter: String,
+        /// The family of the loaded model.
+        model: String,
+    },
 }
 
 /// Result of the diffusion engine.

@@ -6,7 +6,9 @@
 //! `ImageRNG` noise, the samplers, `decode_first_stage`, the 8-bit conversion) with
 //! diffusers/transformers/open_clip networks in float64 on `tests/reference/model/sd*_tiny`, and
 //! writes the final latents and the 8-bit images. Here [`Pipeline`] runs the same requests in
-//! float32.
+//! float32. Samplers covered: Euler a, Euler, Heun, LMS, DPM++ 2M, DPM++ SDE, DPM++ 2M SDE, DPM++ 3M
+//! SDE (with A1111's Brownian-tree noise), DDIM and UniPC; schedules Automatic, Karras, Exponential
+//! and Uniform; txt2img and img2img.
 //!
 //! Tolerance on the final latent: the largest absolute difference over the largest absolute
 //! reference value below 2e-5. Everything that is not network arithmetic is bit-exact or
@@ -127,7 +129,11 @@ impl Reference {
             .as_array()
             .ok_or_else(|| anyhow::anyhow!("no runs"))?;
         runs.iter()
-            .chain([&self.meta["img2img"], &self.meta["sd2"]])
+            .chain([
+                &self.meta["img2img"],
+                &self.meta["img2img_sde"],
+                &self.meta["sd2"],
+            ])
             .find(|r| r["name"] == name)
             .ok_or_else(|| anyhow::anyhow!("no run `{name}`"))
     }
@@ -269,10 +275,8 @@ fn sd2_v_prediction_euler_a_matches_a1111() -> anyhow::Result<()> {
     check(name, &reference, &images)
 }
 
-#[test]
-fn img2img_euler_a_matches_a1111() -> anyhow::Result<()> {
+fn img2img(name: &str) -> anyhow::Result<()> {
     let reference = reference()?;
-    let name = "img2img_euler_a";
     let request = reference.request(name)?;
     let strength = reference.run(name)?["denoising_strength"]
         .as_f64()
@@ -290,13 +294,25 @@ fn img2img_euler_a_matches_a1111() -> anyhow::Result<()> {
         steps.push((p.step, p.steps));
         ControlFlow::Continue(())
     })?;
-    // t_enc = int(0.6 * 8) = 4: k-diffusion runs sigmas[3:], five steps.
+    // t_enc = int(strength * steps): k-diffusion runs sigmas[steps - t_enc - 1:], t_enc + 1
+    // steps (five for 0.6 of 8).
     let total = (strength * request.steps as f32) as usize + 1;
     anyhow::ensure!(
         steps == (0..total).map(|s| (s, total)).collect::<Vec<_>>(),
         "progress {steps:?}"
     );
     check(name, &reference, &images)
+}
+
+#[test]
+fn img2img_euler_a_matches_a1111() -> anyhow::Result<()> {
+    img2img("img2img_euler_a")
+}
+
+/// The Brownian tree spans the sigmas left after the strength cut.
+#[test]
+fn img2img_dpmpp_2m_sde_matches_a1111() -> anyhow::Result<()> {
+    img2img("img2img_dpmpp_2m_sde")
 }
 
 #[test]
@@ -354,4 +370,55 @@ fn second_iteration_continues_the_seeds() -> anyhow::Result<()> {
     anyhow::ensure!(both[1].pixels == second[0].pixels);
     anyhow::ensure!(both[0].pixels != both[1].pixels);
     Ok(())
+}
+
+#[test]
+fn heun_matches_a1111() -> anyhow::Result<()> {
+    txt2img("heun")
+}
+
+/// LMS with an explicit Karras schedule.
+#[test]
+fn lms_karras_matches_a1111() -> anyhow::Result<()> {
+    txt2img("lms_karras")
+}
+
+/// DPM++ SDE (Automatic = Karras) on a batch of two: one Brownian tree per image's seed.
+#[test]
+fn dpmpp_sde_karras_batch_of_two_matches_a1111() -> anyhow::Result<()> {
+    txt2img("dpmpp_sde_karras_batch2")
+}
+
+/// DPM++ SDE with its schedule overridden to Uniform.
+#[test]
+fn dpmpp_sde_uniform_matches_a1111() -> anyhow::Result<()> {
+    txt2img("dpmpp_sde_uniform")
+}
+
+/// DPM++ 2M SDE (Automatic = Exponential), Brownian-tree noise.
+#[test]
+fn dpmpp_2m_sde_matches_a1111() -> anyhow::Result<()> {
+    txt2img("dpmpp_2m_sde")
+}
+
+#[test]
+fn unipc_matches_a1111() -> anyhow::Result<()> {
+    txt2img("unipc")
+}
+
+#[test]
+fn euler_exponential_matches_a1111() -> anyhow::Result<()> {
+    txt2img("euler_exponential")
+}
+
+/// DPM++ 3M SDE: Exponential, the penultimate sigma discarded, Brownian-tree noise.
+#[test]
+fn dpmpp_3m_sde_matches_a1111() -> anyhow::Result<()> {
+    txt2img("dpmpp_3m_sde")
+}
+
+/// DPM++ 2M's Automatic schedule (Karras) overridden to Uniform.
+#[test]
+fn dpmpp_2m_uniform_matches_a1111() -> anyhow::Result<()> {
+    txt2img("dpmpp_2m_uniform")
 }

@@ -8,12 +8,13 @@
 //! dtype plus one tensor in flight; the map itself is file-backed and costs page cache, not heap.
 
 use super::remap::{Remap, Transform};
+use crate::adapters::{Patch, apply_patches};
 use candle_core::{DType, Device, Shape, Tensor};
 use candle_nn::Init;
 use candle_nn::var_builder::SimpleBackend;
 use danlu_format::TensorIndex;
 use danlu_types::Dtype;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 /// The mapped files of one checkpoint.
@@ -27,9 +28,11 @@ pub(crate) struct IndexBackend {
     pub(crate) mapped: Arc<Mapped>,
     pub(crate) remap: Arc<Remap>,
     pub(crate) requested: Arc<Mutex<BTreeSet<String>>>,
+    /// Network patches (LoRA) applied to the named weights as they are read.
+    pub(crate) patches: Option<Arc<BTreeMap<String, Vec<Patch>>>>,
 }
 
-fn candle_dtype(dtype: Dtype) -> Option<DType> {
+pub(crate) fn candle_dtype(dtype: Dtype) -> Option<DType> {
     Some(match dtype {
         Dtype::F64 => DType::F64,
         Dtype::F32 => DType::F32,
@@ -84,14 +87,26 @@ impl IndexBackend {
                 ))
             })?;
         let tensor = Tensor::from_raw_buffer(bytes, dtype, &shape, &Device::Cpu)?;
-        match source.transform {
+        let tensor = self.transform(tensor, source.transform, &info.name)?;
+        match self.patches.as_ref().and_then(|p| p.get(name)) {
+            Some(patches) => apply_patches(&tensor, patches),
+            None => Ok(tensor),
+        }
+    }
+
+    fn transform(
+        &self,
+        tensor: Tensor,
+        transform: Transform,
+        name: &str,
+    ) -> candle_core::Result<Tensor> {
+        match transform {
             Transform::Whole => Ok(tensor),
             Transform::Chunk { index, count } => {
                 let rows = tensor.dim(0)?;
                 if count == 0 || rows % count != 0 {
                     return Err(candle_core::Error::Msg(format!(
-                        "tensor `{}`: {rows} rows do not split in {count}",
-                        info.name
+                        "tensor `{name}`: {rows} rows do not split in {count}"
                     )));
                 }
                 tensor.narrow(0, index * rows / count, rows / count)

@@ -43,7 +43,9 @@ pub use text::{Activation, LayerChoice, TextConfig, TextEncoder, TextLayout};
 pub use unet::{Prediction, Unet, UnetConfig};
 pub use vae::{LatentDistribution, Vae, VaeConfig};
 
+use crate::adapters::WeightPatches;
 use crate::{Error, Result};
+pub(crate) use backend::candle_dtype;
 use backend::{IndexBackend, Mapped};
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
@@ -75,6 +77,8 @@ pub struct Checkpoint {
     /// Whether the tensors are a diffusers pipeline folder's (`unet/…`, `vae/…`,
     /// `text_encoder/…`, as `danlu-format` names them), already in the networks' names.
     diffusers: bool,
+    /// LoRA patches applied to the UNet and text-encoder weights as they load.
+    patches: Option<Arc<WeightPatches>>,
 }
 
 /// What loading one network used of the checkpoint.
@@ -143,6 +147,7 @@ impl Checkpoint {
             mapped: Arc::new(Mapped { index, maps }),
             root,
             diffusers,
+            patches: None,
         })
     }
 
@@ -198,6 +203,7 @@ impl Checkpoint {
                 rows,
             )),
             requested: Arc::new(Mutex::new(BTreeSet::new())),
+            patches: None,
         };
         VarBuilder::from_backend(Box::new(backend), dtype, device.clone())
     }
@@ -218,6 +224,11 @@ impl Checkpoint {
             mapped: self.mapped.clone(),
             remap: remap.clone(),
             requested: requested.clone(),
+            patches: self.patches.as_ref().and_then(|p| match component {
+                "UNet" => Some(Arc::new(p.unet.clone())),
+                "text encoder" => Some(Arc::new(p.text.clone())),
+                _ => None,
+            }),
         };
         let vb = VarBuilder::from_backend(Box::new(backend), dtype, device.clone());
         let model = build(vb).map_err(|source| Error::Load {
@@ -272,11 +283,7 @@ impl Checkpoint {
         {
             config.in_channels = c;
         }
-        let (prefix, rows) = if self.diffusers {
-            ("unet/", identity())
-        } else {
-            (remap::UNET_PREFIX, remap::unet_table(&config.layout()))
-        };
+        let (prefix, rows) = self.unet_rows(&config);
         self.load("UNet", prefix, &rows, dtype, device, |vb| {
             Unet::new(vb, config)
         })
@@ -325,17 +332,105 @@ impl Checkpoint {
         dtype: DType,
         device: &Device,
     ) -> Result<Loaded<TextEncoder>> {
-        let (prefix, rows) = match config.layout {
+        let (prefix, rows) = self.text_rows(&config);
+        self.load("text encoder", prefix, &rows, dtype, device, |vb| {
+            TextEncoder::new(vb, config)
+        })
+    }
+}
+
+impl Checkpoint {
+    /// The same checkpoint with `patches` applied to the UNet and text-encoder weights of every
+    /// network loaded from it afterwards (the stored weights stay as they are).
+    pub fn with_patches(&self, patches: Option<Arc<WeightPatches>>) -> Self {
+        Self {
+            patches,
+            ..self.clone()
+        }
+    }
+
+    fn unet_rows(&self, config: &UnetConfig) -> (&'static str, Vec<Row>) {
+        if self.diffusers {
+            ("unet/", identity())
+        } else {
+            (remap::UNET_PREFIX, remap::unet_table(&config.layout()))
+        }
+    }
+
+    fn text_rows(&self, config: &TextConfig) -> (&'static str, Vec<Row>) {
+        match config.layout {
             _ if self.diffusers => ("text_encoder/", remap::clip_table()),
             TextLayout::Clip => (remap::CLIP_PREFIX, remap::clip_table()),
             TextLayout::OpenClip => (
                 remap::OPEN_CLIP_PREFIX,
                 remap::open_clip_table(config.layers),
             ),
+        }
+    }
+
+    /// One UNet weight by its network name (`down_blocks.0.resnets.0.conv1.weight`) as loading
+    /// would build it: the stored tensor, renamed and transformed, with this checkpoint's
+    /// patches applied, in float32.
+    ///
+    /// # Errors
+    /// When no stored tensor gives that name or a patch does not fit it.
+    pub fn unet_weight(&self, config: &UnetConfig, name: &str) -> Result<candle_core::Tensor> {
+        let (prefix, remap) = self.unet_remap(config);
+        self.weight("UNet", &prefix, remap, name)
+    }
+
+    /// One text-encoder weight by its network name (`encoder.layers.0.self_attn.q_proj.weight`),
+    /// as [`Checkpoint::unet_weight`] does for the UNet.
+    ///
+    /// # Errors
+    /// When no stored tensor gives that name or a patch does not fit it.
+    pub fn text_weight(&self, config: &TextConfig, name: &str) -> Result<candle_core::Tensor> {
+        let (prefix, remap) = self.text_remap(config);
+        self.weight("text encoder", &prefix, remap, name)
+    }
+
+    fn weight(
+        &self,
+        component: &'static str,
+        _prefix: &str,
+        remap: Remap,
+        name: &str,
+    ) -> Result<candle_core::Tensor> {
+        use candle_nn::var_builder::SimpleBackend;
+        let backend = IndexBackend {
+            mapped: self.mapped.clone(),
+            remap: Arc::new(remap),
+            requested: Arc::new(Mutex::new(BTreeSet::new())),
+            patches: self.patches.as_ref().and_then(|p| match component {
+                "UNet" => Some(Arc::new(p.unet.clone())),
+                "text encoder" => Some(Arc::new(p.text.clone())),
+                _ => None,
+            }),
         };
-        self.load("text encoder", prefix, &rows, dtype, device, |vb| {
-            TextEncoder::new(vb, config)
-        })
+        backend
+            .get_unchecked(name, DType::F32, &Device::Cpu)
+            .map_err(|source| Error::Load {
+                path: self.path(),
+                component,
+                source,
+            })
+    }
+
+    /// The UNet's renaming: the full stored prefix and the network name to stored tensor map.
+    pub fn unet_remap(&self, config: &UnetConfig) -> (String, Remap) {
+        let (prefix, rows) = self.unet_rows(config);
+        let prefix = format!("{}{prefix}", self.root);
+        let remap = Remap::build(self.index(), &prefix, &rows);
+        (prefix, remap)
+    }
+
+    /// The text encoder's renaming: the full stored prefix and the network name to stored
+    /// tensor map.
+    pub fn text_remap(&self, config: &TextConfig) -> (String, Remap) {
+        let (prefix, rows) = self.text_rows(config);
+        let prefix = format!("{}{prefix}", self.root);
+        let remap = Remap::build(self.index(), &prefix, &rows);
+        (prefix, remap)
     }
 }
 

@@ -189,6 +189,24 @@ impl TextEncoder {
     /// # Errors
     /// When `skip` is 0 or leaves no layer, or the ids do not fit the model.
     pub fn forward(&self, tokens: &Tensor, skip: usize) -> crate::Result<Tensor> {
+        let embeds = self.embed_tokens(tokens)?;
+        self.forward_embeds(&embeds, skip)
+    }
+
+    /// The token embeddings of `tokens` `[batch, len]`: `[batch, len, width]`, before the
+    /// position embeddings (where textual-inversion vectors go, A1111 `EmbeddingsWithFixes`).
+    ///
+    /// # Errors
+    /// When an id is outside the vocabulary.
+    pub fn embed_tokens(&self, tokens: &Tensor) -> crate::Result<Tensor> {
+        Ok(self.token_embedding.forward(tokens)?)
+    }
+
+    /// [`TextEncoder::forward`] from token embeddings `[batch, len, width]`.
+    ///
+    /// # Errors
+    /// As [`TextEncoder::forward`].
+    pub fn forward_embeds(&self, embeds: &Tensor, skip: usize) -> crate::Result<Tensor> {
         let n = self.layers.len();
         if skip == 0 || skip > n {
             return Err(crate::Error::Invalid {
@@ -196,7 +214,7 @@ impl TextEncoder {
                 reason: format!("{skip} is not between 1 and {n}"),
             });
         }
-        let (batch, len) = tokens.dims2()?;
+        let (batch, len, _) = embeds.dims3()?;
         if len > self.config.max_positions {
             return Err(crate::Error::Invalid {
                 what: "token count",
@@ -204,10 +222,7 @@ impl TextEncoder {
             });
         }
         let positions = self.position_embedding.narrow(0, 0, len)?;
-        let mut xs = self
-            .token_embedding
-            .forward(tokens)?
-            .broadcast_add(&positions)?;
+        let mut xs = embeds.broadcast_add(&positions)?;
         // Additive causal mask, [1, 1, len, len], broadcast over batch and heads.
         let mask: Vec<f32> = (0..len)
             .flat_map(|i| (0..len).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))

@@ -13,6 +13,7 @@
 //!   is not a multiple of 8;
 //! - attention is a hook point (optimisations, hypernetworks).
 
+use crate::adapters::hypernetwork::{ActiveHypernetwork, apply_hypernetworks};
 use candle_core::{D, DType, Module, Tensor};
 use candle_nn as nn;
 use candle_transformers::models::stable_diffusion::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
@@ -139,7 +140,12 @@ impl Attention {
         })
     }
 
-    fn forward(&self, xs: &Tensor, context: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(
+        &self,
+        xs: &Tensor,
+        context: &Tensor,
+        hyper: &[ActiveHypernetwork],
+    ) -> candle_core::Result<Tensor> {
         let (b, n, dim) = xs.dims3()?;
         let head_dim = dim / self.heads;
         let split = |t: Tensor| -> candle_core::Result<Tensor> {
@@ -150,8 +156,15 @@ impl Attention {
                 .to_dtype(DType::F32)
         };
         let q = split(self.to_q.forward(xs)?)?;
-        let k = split(self.to_k.forward(context)?)?;
-        let v = split(self.to_v.forward(context)?)?;
+        // A1111 `apply_hypernetworks` on the key and value inputs.
+        let (k, v) = if hyper.is_empty() {
+            (self.to_k.forward(context)?, self.to_v.forward(context)?)
+        } else {
+            let (ck, cv) = apply_hypernetworks(hyper, context)?;
+            (self.to_k.forward(&ck)?, self.to_v.forward(&cv)?)
+        };
+        let k = split(k)?;
+        let v = split(v)?;
         let scores = (q.matmul(&k.t()?)? * (head_dim as f64).powf(-0.5))?;
         let probs = nn::ops::softmax_last_dim(&scores)?;
         let out = probs
@@ -194,11 +207,16 @@ impl TransformerBlock {
         })
     }
 
-    fn forward(&self, xs: &Tensor, context: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(
+        &self,
+        xs: &Tensor,
+        context: &Tensor,
+        hyper: &[ActiveHypernetwork],
+    ) -> candle_core::Result<Tensor> {
         let h = self.norm1.forward(xs)?;
-        let xs = (self.attn1.forward(&h, &h)? + xs)?;
+        let xs = (self.attn1.forward(&h, &h, hyper)? + xs)?;
         let h = self.norm2.forward(&xs)?;
-        let xs = (self.attn2.forward(&h, context)? + xs)?;
+        let xs = (self.attn2.forward(&h, context, hyper)? + xs)?;
         let h = self.ff_in.forward(&self.norm3.forward(&xs)?)?;
         let half = h.dim(D::Minus1)? / 2;
         let gated =
@@ -251,7 +269,12 @@ impl SpatialTransformer {
         })
     }
 
-    fn forward(&self, xs: &Tensor, context: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(
+        &self,
+        xs: &Tensor,
+        context: &Tensor,
+        hyper: &[ActiveHypernetwork],
+    ) -> candle_core::Result<Tensor> {
         let (b, c, h, w) = xs.dims4()?;
         let to_tokens = |t: &Tensor| -> candle_core::Result<Tensor> {
             t.reshape((b, c, h * w))?.transpose(1, 2)?.contiguous()
@@ -264,7 +287,7 @@ impl SpatialTransformer {
             Projection::Conv(p) => to_tokens(&p.forward(&normed)?)?,
             Projection::Linear(p) => p.forward(&to_tokens(&normed)?)?,
         };
-        let tokens = self.block.forward(&tokens, context)?;
+        let tokens = self.block.forward(&tokens, context, hyper)?;
         let out = match &self.proj_out {
             Projection::Conv(p) => p.forward(&to_image(&tokens)?)?,
             Projection::Linear(p) => to_image(&p.forward(&tokens)?)?,
@@ -281,10 +304,16 @@ struct Layer {
 }
 
 impl Layer {
-    fn forward(&self, xs: &Tensor, emb: &Tensor, context: &Tensor) -> candle_core::Result<Tensor> {
+    fn forward(
+        &self,
+        xs: &Tensor,
+        emb: &Tensor,
+        context: &Tensor,
+        hyper: &[ActiveHypernetwork],
+    ) -> candle_core::Result<Tensor> {
         let xs = self.resnet.forward(xs, Some(emb))?;
         match &self.attention {
-            Some(a) => a.forward(&xs, context),
+            Some(a) => a.forward(&xs, context, hyper),
             None => Ok(xs),
         }
     }
@@ -310,6 +339,8 @@ pub struct Unet {
     conv_out: nn::Conv2d,
     /// Its configuration.
     pub config: UnetConfig,
+    /// Hypernetworks applied to every attention's key and value inputs.
+    hypernetworks: Vec<ActiveHypernetwork>,
 }
 
 fn conv3(vb: nn::VarBuilder, i: usize, o: usize, stride: usize) -> candle_core::Result<nn::Conv2d> {
@@ -449,7 +480,35 @@ impl Unet {
             norm_out: nn::group_norm(32, first, 1e-5, vb.pp("conv_norm_out"))?,
             conv_out: conv3(vb.pp("conv_out"), first, config.out_channels, 1)?,
             config,
+            hypernetworks: Vec::new(),
         })
+    }
+
+    /// Sets the hypernetworks applied from the next evaluation on (A1111
+    /// `shared.loaded_hypernetworks`), their weights moved to `device`.
+    ///
+    /// # Errors
+    /// When a weight cannot be moved to the device.
+    pub fn set_hypernetworks(
+        &mut self,
+        list: Vec<ActiveHypernetwork>,
+        device: &candle_core::Device,
+    ) -> crate::Result<()> {
+        self.hypernetworks = list
+            .into_iter()
+            .map(|h| {
+                Ok(ActiveHypernetwork {
+                    network: std::sync::Arc::new(h.network.to_device(device)?),
+                    multiplier: h.multiplier,
+                })
+            })
+            .collect::<crate::Result<Vec<_>>>()?;
+        Ok(())
+    }
+
+    /// The hypernetworks in use.
+    pub fn hypernetworks(&self) -> &[ActiveHypernetwork] {
+        &self.hypernetworks
     }
 
     /// One evaluation: `latents` `[batch, in_channels, h, w]` at the (possibly fractional)
@@ -488,6 +547,7 @@ impl Unet {
         timestep: f64,
         context: &Tensor,
     ) -> candle_core::Result<Tensor> {
+        let hyper = self.hypernetworks.as_slice();
         let dtype = latents.dtype();
         let first = self.config.block_out_channels[0];
         let (b, _, _, _) = latents.dims4()?;
@@ -504,7 +564,7 @@ impl Unet {
         let mut skips = vec![xs.clone()];
         for level in &self.down {
             for layer in &level.layers {
-                xs = layer.forward(&xs, &emb, context)?;
+                xs = layer.forward(&xs, &emb, context, hyper)?;
                 skips.push(xs.clone());
             }
             if let Some(conv) = &level.sampler {
@@ -513,7 +573,7 @@ impl Unet {
             }
         }
         xs = self.mid.0.forward(&xs, Some(&emb))?;
-        xs = self.mid.1.forward(&xs, context)?;
+        xs = self.mid.1.forward(&xs, context, hyper)?;
         xs = self.mid.2.forward(&xs, Some(&emb))?;
         for level in &self.up {
             for layer in &level.layers {
@@ -526,7 +586,7 @@ impl Unet {
                 if (h, w) != (sh, sw) {
                     xs = xs.upsample_nearest2d(sh, sw)?;
                 }
-                xs = layer.forward(&Tensor::cat(&[&xs, &skip], 1)?, &emb, context)?;
+                xs = layer.forward(&Tensor::cat(&[&xs, &skip], 1)?, &emb, context, hyper)?;
             }
             if let Some(conv) = &level.sampler {
                 let (_, _, h, w) = xs.dims4()?;

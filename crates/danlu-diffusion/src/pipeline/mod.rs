@@ -10,10 +10,14 @@
 //! 2. the UNet becomes a [`NoisePredictor`] inside [`CfgDenoiser`]; when prompt and negative
 //!    prompt have different chunk counts the two halves run as separate UNet calls, as A1111
 //!    does with its default `pad_cond_uncond = False` (`sd_samplers_cfg_denoiser.py`);
-//! 3. the initial noise comes from [`ImageRng`] with seeds `seed + i` for image `i` of the whole
-//!    job (A1111 `processing.py`: `all_seeds`, then `batch_size` seeds per iteration; with a
+//! 3. the initial noise comes from [`ImageRng`](crate::rng::ImageRng) with seeds `seed + i` for
+//!    image `i` of the whole job (A1111 `processing.py`: `all_seeds`, then `batch_size` seeds
+//!    per iteration; with a
 //!    variation strength above 0 every image keeps `seed` and the subseeds advance instead);
 //! 4. the sampler and schedule run by their A1111 names ([`sample`] / [`sample_img2img`]);
+//!    ancestral samplers draw their step noise from the same per-image generators, the SDE
+//!    samplers from one Brownian tree per image seeded with its seed ([`BrownianNoise`], A1111
+//!    `create_noise_sampler`);
 //! 5. each latent is decoded alone (A1111 `decode_latent_batch`) after `1 / scale_factor *`
 //!    (ldm `decode_first_stage`), and converted to 8 bits as A1111 does ([`to_rgb8`]).
 //!
@@ -21,24 +25,30 @@
 //! [`ControlFlow::Break`] cancels the job with [`Error::Cancelled`].
 
 mod image;
+mod inpaint;
+mod resize;
 
 pub use image::{InitImage, to_rgb8};
+pub use inpaint::{Inpaint, InpaintFill};
+use inpaint::{LatentBlend, MaskedDenoiser, latent_masks, overlay};
+pub use resize::{Filter, ResizeMode, lanczos_resize, resample, resize_image};
 
 use std::ops::ControlFlow;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
+use crate::adapters::state::{AdapterFolders, AdapterState, AppliedAdapters};
 use crate::model::preview::{Rgb8, preview_cheap};
 use crate::model::{
     Checkpoint, Prediction as UnetPrediction, TextConfig, TextEncoder, Unet, UnetConfig, Vae,
     VaeConfig,
 };
-use crate::prompt::{Emphasis, NoEmbeddings, Padding, PromptTokenizer, apply_emphasis};
+use crate::prompt::{Emphasis, Padding, PromptTokenizer, apply_emphasis, parse_extra_networks};
 use crate::rng::{RngSource, TorchCpuGenerator};
 use crate::sampling::{
-    CfgDenoiser, DiscreteSchedule, NoisePredictor, Prediction, SampleRequest, SamplerKind,
-    Scheduler, StepInfo, sample, sample_img2img,
+    BrownianNoise, CfgDenoiser, DiscreteSchedule, NoisePredictor, NoiseSource, Prediction,
+    SampleRequest, SamplerKind, Scheduler, StepInfo, sample, sample_img2img,
 };
 use crate::{Error, Result};
 
@@ -48,6 +58,9 @@ pub const MIN_SIZE: usize = 8;
 pub const MAX_SIZE: usize = 8192;
 /// Pixels per latent cell of the SD VAE (A1111 `opt_f`).
 pub const LATENT_FACTOR: usize = 8;
+/// Extra UNet input channels of an inpainting checkpoint: the mask and the masked image's
+/// latent (ldm `c_concat`).
+pub const INPAINT_EXTRA_CHANNELS: usize = 5;
 
 /// Which model family a checkpoint belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -321,6 +334,10 @@ pub struct Pipeline {
     schedule: DiscreteSchedule,
     dtype: DType,
     device: Device,
+    /// The unpatched checkpoint, to rebuild patched networks from (LoRA).
+    checkpoint: Checkpoint,
+    /// Adapter folders, loaded adapters and the applied LoRA set.
+    adapters: AdapterState,
 }
 
 fn open(path: &Path) -> Result<Checkpoint> {
@@ -345,8 +362,8 @@ impl Pipeline {
     /// Builds the networks from an open checkpoint (and an open VAE file).
     ///
     /// # Errors
-    /// When a network does not fit its tensors, or the UNet is an inpainting UNet (9 input
-    /// channels), which needs a mask this pipeline does not take yet.
+    /// When a network does not fit its tensors, or the UNet's input channels are neither its
+    /// output channels nor those plus the 5 of an inpainting UNet (mask, masked-image latent).
     pub fn from_checkpoint(
         checkpoint: &Checkpoint,
         vae: Option<&Checkpoint>,
@@ -364,13 +381,11 @@ impl Pipeline {
         let unet = checkpoint
             .load_unet(architecture.unet.clone(), dtype, &device)?
             .model;
-        if unet.config.in_channels != unet.config.out_channels {
+        let (cin, cout) = (unet.config.in_channels, unet.config.out_channels);
+        if cin != cout && cin != cout + INPAINT_EXTRA_CHANNELS {
             return Err(Error::Invalid {
                 what: "checkpoint",
-                reason: format!(
-                    "a UNet with {} input channels (inpainting) is not supported yet",
-                    unet.config.in_channels
-                ),
+                reason: format!("a UNet with {cin} input and {cout} output channels"),
             });
         }
         let vae = vae
@@ -386,12 +401,53 @@ impl Pipeline {
             schedule: DiscreteSchedule::sd(),
             dtype,
             device,
+            checkpoint: checkpoint.clone(),
+            adapters: AdapterState::default(),
         })
+    }
+
+    /// Sets the folders adapters are looked up in and loads their embeddings; returns the files
+    /// that could not be used, as messages.
+    pub fn set_adapter_folders(&mut self, folders: AdapterFolders) -> Vec<String> {
+        let width = self.architecture.text.width;
+        self.adapters.set_folders(folders, width, &self.tokenizer)
+    }
+
+    /// Applies the networks `prompt`'s tags name (`<lora:…>`, `<lyco:…>`, `<hypernet:…>`) from
+    /// the adapter folders and lists the embeddings `prompt` and `negative_prompt` use. Call it
+    /// before [`Pipeline::txt2img`] with the request's prompts; the same LoRA set as the last
+    /// call costs nothing, another one rebuilds the text encoder and UNet from the unpatched
+    /// checkpoint.
+    ///
+    /// # Errors
+    /// When a named file cannot be read, a LoRA is for another model family, or a network
+    /// cannot be rebuilt.
+    pub fn apply_adapters(
+        &mut self,
+        prompt: &str,
+        negative_prompt: &str,
+    ) -> Result<AppliedAdapters> {
+        self.adapters.apply(
+            prompt,
+            negative_prompt,
+            &self.tokenizer,
+            &self.checkpoint,
+            (&self.architecture.text, &self.architecture.unet),
+            self.dtype,
+            &self.device,
+            (&mut self.text, &mut self.unet),
+        )
     }
 
     /// The network shapes.
     pub fn architecture(&self) -> &Architecture {
         &self.architecture
+    }
+
+    /// Whether the UNet is an inpainting UNet (9 input channels for SD): it always gets A1111's
+    /// image conditioning (`txt2img_image_conditioning`, `inpainting_image_conditioning`).
+    pub fn is_inpainting(&self) -> bool {
+        self.unet.config.in_channels == self.unet.config.out_channels + INPAINT_EXTRA_CHANNELS
     }
 
     /// The text conditioning of `prompt`: `[1, 77 * chunks, width]` in float32 (A1111
@@ -405,21 +461,22 @@ impl Pipeline {
         clip_skip: usize,
         emphasis: Emphasis,
     ) -> Result<Tensor> {
+        let embeddings = self.adapters.embeddings();
         let tokenized = if self.tokenizer.emphasis() == emphasis {
-            self.tokenizer.tokenize(prompt, &NoEmbeddings)
+            self.tokenizer.tokenize(prompt, embeddings)
         } else {
             PromptTokenizer::new()
                 .with_emphasis(emphasis)
-                .tokenize(prompt, &NoEmbeddings)
+                .tokenize(prompt, embeddings)
         };
         let skip = self.text.a1111_skip(clip_skip);
         let padding = self.architecture.family.padding();
         let mut parts = Vec::with_capacity(tokenized.chunks.len());
         for chunk in &tokenized.chunks {
-            let ids = chunk.ids(padding);
-            let n = ids.len();
-            let tokens = Tensor::from_vec(ids, (1, n), &self.device)?;
-            let z = self.text.forward(&tokens, skip)?.to_dtype(DType::F32)?;
+            let n = chunk.tokens.len();
+            let z = embeddings
+                .encode_chunk(&self.text, chunk, padding, skip, &self.device)?
+                .to_dtype(DType::F32)?;
             let multipliers = Tensor::from_vec(chunk.multipliers.clone(), (1, n), &self.device)?;
             parts.push(apply_emphasis(&z, &multipliers, emphasis)?);
         }
@@ -435,15 +492,67 @@ impl Pipeline {
         self.run(request, None, progress)
     }
 
+    /// Inpainting: img2img that repaints where `inpaint.mask` is white (A1111 img2img with a
+    /// mask, "Inpaint area: Whole picture", no mask blur).
+    ///
+    /// As A1111 `processing.py`: the mask resized to the latent (Pillow's bicubic) and rounded
+    /// gives `mask`/`nmask`; every denoised prediction and the final latent are blended
+    /// `x * nmask + init_latent * mask`; an inpainting UNet also gets
+    /// `inpainting_image_conditioning` (the rounded mask and the latent of the image with the
+    /// masked part blanked, `inpainting_mask_weight` of the way); the decoded picture gets the
+    /// original pixels back outside the mask (`apply_overlay` with `clip(mask * 2)`). The VAE
+    /// samples come from one `torch.manual_seed(seed)` generator, the init image's first, then
+    /// the masked image's (see [`Pipeline::img2img`]).
+    ///
+    /// # Errors
+    /// As [`Pipeline::img2img`]; also for a mask of the wrong size, a masked-content mode other
+    /// than "original" (not supported yet), or a timestep sampler (DDIM, PLMS, UniPC).
+    pub fn inpaint(
+        &self,
+        request: &Request,
+        inpaint: &Inpaint,
+        progress: &mut ProgressFn<'_>,
+    ) -> Result<Vec<Image>> {
+        let (w, h) = (inpaint.image.width, inpaint.image.height);
+        if inpaint.mask.len() != w * h {
+            return Err(Error::Invalid {
+                what: "mask",
+                reason: format!("{} values for a {w}x{h} image", inpaint.mask.len()),
+            });
+        }
+        if inpaint.fill != InpaintFill::Original {
+            return Err(Error::Invalid {
+                what: "masked content",
+                reason: format!("`{}` is not supported yet", inpaint.fill.label()),
+            });
+        }
+        if request.sampler.info().timesteps {
+            return Err(Error::Invalid {
+                what: "sampler",
+                reason: format!(
+                    "`{}` cannot inpaint yet (k-diffusion samplers can)",
+                    request.sampler.label()
+                ),
+            });
+        }
+        let init = Img2Img {
+            image: inpaint.image.clone(),
+            denoising_strength: inpaint.denoising_strength,
+        };
+        self.check_img2img(request, &init)?;
+        self.run(request, Some((&init, Some(inpaint))), progress)
+    }
+
     /// Image to image: the init image is encoded, noised to the strength's sigma and denoised.
     ///
     /// The latent is a sample of the VAE's distribution, `mean + std * randn` (ldm
     /// `DiagonalGaussianDistribution.sample` via A1111 `images_tensor_to_samples`), one draw per
     /// image of the batch in order. A1111 draws it from torch's global CPU generator in whatever
     /// state earlier work left it, so its img2img latents are not reproducible from the
-    /// parameters; here that generator is `torch.manual_seed(seed)` with the job's first seed, drawn once
-    /// before the first run as A1111 encodes once,
-    /// which makes the run reproducible and lets a reference reproduce it exactly.
+    /// parameters; here that generator is `torch.manual_seed(seed)` with the job's first seed,
+    /// drawn once before the first run as A1111 encodes once, which makes the run reproducible
+    /// and lets a reference reproduce it exactly. An inpainting UNet's image conditioning (the
+    /// whole picture counted as masked) draws its VAE sample next from the same generator.
     ///
     /// # Errors
     /// As [`Pipeline::txt2img`]; also when the init image's size is not the request's or the
@@ -454,6 +563,11 @@ impl Pipeline {
         init: &Img2Img,
         progress: &mut ProgressFn<'_>,
     ) -> Result<Vec<Image>> {
+        self.check_img2img(request, init)?;
+        self.run(request, Some((init, None)), progress)
+    }
+
+    fn check_img2img(&self, request: &Request, init: &Img2Img) -> Result<()> {
         if (init.image.width, init.image.height) != (request.width, request.height) {
             return Err(Error::Invalid {
                 what: "init image",
@@ -469,17 +583,20 @@ impl Pipeline {
                 reason: format!("{} is not between 0 and 1", init.denoising_strength),
             });
         }
-        self.run(request, Some(init), progress)
+        Ok(())
     }
 
-    /// Encodes the init image into `batch` latents (scaled by the VAE's factor).
-    fn init_latents(&self, image: &InitImage, batch: usize, seed: u64) -> Result<Tensor> {
-        let pixels = image.to_tensor(&self.device)?;
-        let pixels = ((pixels * 2.0)? - 1.0)?.to_dtype(self.dtype)?;
-        let dist = self.vae.encode(&pixels)?;
+    /// Encodes `[1, 3, H, W]` pixels in `[-1, 1]` into `batch` latent samples (scaled by the
+    /// VAE's factor), one `randn` per image from `generator`.
+    fn encode_samples(
+        &self,
+        pixels: &Tensor,
+        batch: usize,
+        generator: &mut TorchCpuGenerator,
+    ) -> Result<Tensor> {
+        let dist = self.vae.encode(&pixels.to_dtype(self.dtype)?)?;
         let mean = dist.mean.to_dtype(DType::F32)?;
         let std = dist.std.to_dtype(DType::F32)?;
-        let mut generator = TorchCpuGenerator::new(seed);
         let n = mean.elem_count();
         let mut latents = Vec::with_capacity(batch);
         for _ in 0..batch {
@@ -490,14 +607,21 @@ impl Pipeline {
         Ok(Tensor::cat(&latents, 0)?)
     }
 
+    /// `[1, 3, H, W]` in `[-1, 1]`, as A1111 feeds the VAE (`image * 2 - 1`).
+    fn pixels(&self, image: &InitImage) -> Result<Tensor> {
+        Ok(((image.to_tensor(&self.device)? * 2.0)? - 1.0)?)
+    }
+
     fn run(
         &self,
         request: &Request,
-        init: Option<&Img2Img>,
+        init: Option<(&Img2Img, Option<&Inpaint>)>,
         progress: &mut ProgressFn<'_>,
     ) -> Result<Vec<Image>> {
         request.validate()?;
-        let cond = self.encode_prompt(&request.prompt, request.clip_skip, request.emphasis)?;
+        // A1111 `extra_networks.parse_prompts`: tags leave the prompt (not the negative one).
+        let prompt = parse_extra_networks(&request.prompt).prompt;
+        let cond = self.encode_prompt(&prompt, request.clip_skip, request.emphasis)?;
         let uncond = self.encode_prompt(
             &request.negative_prompt,
             request.clip_skip,
@@ -513,22 +637,46 @@ impl Pipeline {
             UnetPrediction::Epsilon => Prediction::Epsilon,
             UnetPrediction::V => Prediction::V,
         };
+        // A1111 encodes the init image once, in `init`, before the first run; the inpainting
+        // conditioning's VAE sample follows from the same generator.
+        let mut generator = TorchCpuGenerator::new(request.seed);
+        let x0 = init
+            .map(|(init, _)| self.encode_samples(&self.pixels(&init.image)?, b, &mut generator))
+            .transpose()?;
+        let masks = init
+            .and_then(|(init, mask)| mask.map(|m| (init, m)))
+            .map(|(init, m)| latent_masks(&init.image, &m.mask, channels, &self.device))
+            .transpose()?;
+        let img2img_conditioning = match init {
+            Some((init, mask)) if self.is_inpainting() => {
+                Some(self.inpainting_conditioning(&init.image, mask, b, &mut generator)?)
+            }
+            _ => None,
+        };
         let predictor = UnetPredictor {
             unet: &self.unet,
             cond: cond.repeat((b, 1, 1))?.to_dtype(self.dtype)?,
             uncond: uncond.repeat((b, 1, 1))?.to_dtype(self.dtype)?,
+            concat: img2img_conditioning,
             dtype: self.dtype,
         };
-        let mut denoiser = CfgDenoiser::new(
+        let cfg = CfgDenoiser::new(
             predictor,
             self.schedule.clone(),
             prediction,
             request.cfg_scale,
         );
-        // A1111 encodes the init image once, in `init`, before the first run.
-        let x0 = init
-            .map(|init| self.init_latents(&init.image, b, request.seed))
-            .transpose()?;
+        let mut denoiser = MaskedDenoiser {
+            inner: cfg,
+            blend: match (&masks, &x0) {
+                (Some((mask, nmask)), Some(x0)) => Some(LatentBlend {
+                    init: x0.clone(),
+                    mask: mask.clone(),
+                    nmask: nmask.clone(),
+                }),
+                _ => None,
+            },
+        };
         let mut images = Vec::with_capacity(b * request.n_iter);
         for iteration in 0..request.n_iter {
             let first = iteration * b;
@@ -542,6 +690,23 @@ impl Pipeline {
                 rng = rng.with_variation(&subseeds, strength);
             }
             let noise = rng.first()?.to_device(&self.device)?;
+            if init.is_none() && self.is_inpainting() {
+                // A1111 `txt2img_image_conditioning`, per sampler run.
+                let mut generator = TorchCpuGenerator::new(seeds[0]);
+                let concat = self.txt2img_conditioning(b, h, w, &mut generator)?;
+                denoiser.inner.model_mut().concat = Some(concat);
+            }
+            // A1111 `create_noise_sampler`: SDE samplers take their step noise from one Brownian
+            // tree per image of this iteration, seeded with the image's seed.
+            let mut brownian = request
+                .sampler
+                .info()
+                .brownian_noise
+                .then(|| BrownianNoise::new(&seeds, [channels, h, w], request.rng));
+            let noise_source: &mut dyn NoiseSource = match brownian.as_mut() {
+                Some(tree) => tree,
+                None => &mut rng,
+            };
             let mut callback = |info: &StepInfo<'_>| {
                 let preview = if request.preview {
                     info.denoised
@@ -569,18 +734,26 @@ impl Pipeline {
                     .eta
                     .unwrap_or_else(|| SampleRequest::default_eta(request.sampler)),
                 noise,
-                noise_source: &mut rng,
+                noise_source,
                 callback: Some(&mut callback),
             };
             let latents = match (init, &x0) {
-                (Some(init), Some(x0)) => {
+                (Some((init, _)), Some(x0)) => {
                     sample_img2img(&mut denoiser, sample_request, x0, init.denoising_strength)?
                 }
                 _ => sample(&mut denoiser, sample_request)?,
             };
+            // A1111 `StableDiffusionProcessingImg2Img.sample`: the result blended once more.
+            let latents = match &denoiser.blend {
+                Some(blend) => blend.apply(&latents)?,
+                None => latents,
+            };
             for (i, &seed) in seeds.iter().enumerate() {
                 let latent = latents.get(i)?;
-                let pixels = self.decode(&latent)?;
+                let mut pixels = self.decode(&latent)?;
+                if let Some((init, Some(m))) = init {
+                    overlay(&mut pixels, &init.image.pixels, &m.mask);
+                }
                 images.push(Image {
                     width: request.width,
                     height: request.height,
@@ -612,12 +785,20 @@ struct UnetPredictor<'a> {
     cond: Tensor,
     /// `[B, T', C]` negative prompt conditioning.
     uncond: Tensor,
+    /// `[B, 5, h, w]` image conditioning of an inpainting UNet (`c_concat`), the same for both
+    /// CFG halves.
+    concat: Option<Tensor>,
     dtype: DType,
 }
 
 impl NoisePredictor for UnetPredictor<'_> {
     fn predict(&mut self, x_in: &Tensor, timestep: f32) -> Result<Tensor> {
-        let x = x_in.to_dtype(self.dtype)?;
+        let mut x = x_in.to_dtype(self.dtype)?;
+        if let Some(concat) = &self.concat {
+            let times = x.dim(0)? / concat.dim(0)?.max(1);
+            let c = concat.repeat((times, 1, 1, 1))?.to_dtype(self.dtype)?;
+            x = Tensor::cat(&[&x, &c], 1)?;
+        }
         let t = f64::from(timestep);
         let out = if self.cond.dim(1)? == self.uncond.dim(1)? {
             let context = Tensor::cat(&[&self.cond, &self.uncond], 0)?;

@@ -12,11 +12,15 @@
 //!   one text per step range (A1111 `get_learned_conditioning_prompt_schedules`); each text
 //!   then goes through the tokenizer.
 //!
+//! * [`parse_extra_networks`]: `<lora:...>`, `<lyco:...>`, `<hypernet:...>` tags removed from the
+//!   prompt before tokenizing (A1111 `modules/extra_networks.py`), read by [`PromptNetworks`].
+//!
 //! Not yet supported: `AND` composition (A1111 `get_multicond_prompt_list`).
 
 mod attention;
 mod chunks;
 mod emphasis;
+mod extra_networks;
 mod schedule;
 
 pub use attention::{Piece, parse_prompt_attention};
@@ -25,4 +29,7 @@ pub use chunks::{
     Emphasis, NoEmbeddings, Padding, PromptTokenizer, Token, TokenizedPrompt, clean_text,
 };
 pub use emphasis::apply_emphasis;
+pub use extra_networks::{
+    ExtraNetworkPrompt, ExtraNetworkTag, HypernetTag, LoraTag, PromptNetworks, parse_extra_networks,
+};
 pub use schedule::{prompt_schedule, text_at_step};

@@ -348,9 +348,21 @@ pub fn dpmpp_2m(mut run: Run<'_>, mut x: Tensor) -> Result<Tensor> {
     Ok(x)
 }
 
+/// The times `sample_dpmpp_sde` asks its noise sampler for, computed in float32 as torch does
+/// on the float32 sigmas: `sigma_fn(t)`, `sigma_fn(t + h / 2)` and `sigma_fn(t_next)` with
+/// `t_fn(s) = -ln s`, `sigma_fn(t) = exp(-t)`. A Brownian tree rounds its times to 6 decimals,
+/// so the same float32 steps keep the queries, and the noise, identical.
+pub fn sde_query_sigmas(sigma: f32, sigma_next: f32) -> (f32, f32, f32) {
+    let t = -sigma.ln();
+    let t_next = -sigma_next.ln();
+    let h = t_next - t;
+    let s = t + h * 0.5;
+    ((-t).exp(), (-s).exp(), (-t_next).exp())
+}
+
 /// `sample_dpmpp_sde` with `r = 1/2`. k-diffusion and A1111 draw its noise from a
-/// `BrownianTreeNoiseSampler` (torchsde); here it comes from `run.noise`, called in the same
-/// order (twice per step, also when `eta` is 0).
+/// `BrownianTreeNoiseSampler` ([`super::BrownianNoise`]); here it comes from `run.noise`,
+/// called in the same order with the same times (twice per step, also when `eta` is 0).
 ///
 /// # Errors
 /// The model's errors, or [`Error::Cancelled`].
@@ -380,9 +392,8 @@ pub fn dpmpp_sde(mut run: Run<'_>, mut x: Tensor) -> Result<Tensor> {
             &denoised,
             -(t - s_).exp_m1(),
         )?;
-        let n = run
-            .noise
-            .noise(sigma_fn(t) as f32, sigma_fn(s_mid) as f32)?;
+        let (q_t, q_mid, q_next) = sde_query_sigmas(s, s_next);
+        let n = run.noise.noise(q_t, q_mid)?;
         x2 = (x2 + (n * su)?)?;
         let denoised2 = run.denoiser.denoise(&x2, sigma_fn(s_mid) as f32)?;
         // Step 2.
@@ -395,9 +406,7 @@ pub fn dpmpp_sde(mut run: Run<'_>, mut x: Tensor) -> Result<Tensor> {
             &denoised_d,
             -(t - t_next_).exp_m1(),
         )?;
-        let n = run
-            .noise
-            .noise(sigma_fn(t) as f32, sigma_fn(t_next) as f32)?;
+        let n = run.noise.noise(q_t, q_next)?;
         x = (x + (n * su)?)?;
     }
     Ok(x)
@@ -455,6 +464,62 @@ pub fn dpmpp_2m_sde(mut run: Run<'_>, mut x: Tensor, solver: SdeSolver) -> Resul
         }
         old_denoised = Some(denoised);
         h_last = h;
+    }
+    Ok(x)
+}
+
+/// `sample_dpmpp_3m_sde`. The noise comes from `run.noise` (a Brownian tree in A1111, see
+/// [`dpmpp_sde`]), asked for `(sigmas[i], sigmas[i + 1])` when `eta` is not 0.
+///
+/// # Errors
+/// The model's errors, or [`Error::Cancelled`].
+pub fn dpmpp_3m_sde(mut run: Run<'_>, mut x: Tensor) -> Result<Tensor> {
+    let mut denoised_1: Option<Tensor> = None;
+    let mut denoised_2: Option<Tensor> = None;
+    let (mut h_1, mut h_2): (Option<f64>, Option<f64>) = (None, None);
+    let mut h = 0f64;
+    for i in 0..run.total() {
+        let (s, s_next) = (run.sigmas[i], run.sigmas[i + 1]);
+        let denoised = run.denoiser.denoise(&x, s)?;
+        run.report(i, &x, &denoised)?;
+        if s_next == 0.0 {
+            x = denoised.clone();
+        } else {
+            let t = -f64::from(s).ln();
+            let t_s = -f64::from(s_next).ln();
+            h = t_s - t;
+            let h_eta = h * (run.eta + 1.0);
+            x = lin(&x, (-h_eta).exp(), &denoised, -(-h_eta).exp_m1())?;
+            let phi_2 = (-h_eta).exp_m1() / h_eta + 1.0;
+            match (&denoised_1, &denoised_2, h_1, h_2) {
+                (Some(d_1), Some(d_2), Some(h1), Some(h2)) => {
+                    let r0 = h1 / h;
+                    let r1 = h2 / h;
+                    let d1_0 = ((&denoised - d_1)? / r0)?;
+                    let d1_1 = ((d_1 - d_2)? / r1)?;
+                    let diff = (&d1_0 - &d1_1)?;
+                    let d1 = (&d1_0 + (&diff * (r0 / (r0 + r1)))?)?;
+                    let d2 = (&diff / (r0 + r1))?;
+                    let phi_3 = phi_2 / h_eta - 0.5;
+                    x = ((x + (d1 * phi_2)?)? - (d2 * phi_3)?)?;
+                }
+                (Some(d_1), _, Some(h1), _) => {
+                    let r = h1 / h;
+                    let d = ((&denoised - d_1)? / r)?;
+                    x = (x + (d * phi_2)?)?;
+                }
+                _ => {}
+            }
+            if run.eta != 0.0 {
+                let n = run.noise.noise(s, s_next)?;
+                let scale = f64::from(s_next) * (-(-2.0 * h * run.eta).exp_m1()).sqrt();
+                x = (x + (n * scale)?)?;
+            }
+        }
+        denoised_2 = denoised_1.take();
+        denoised_1 = Some(denoised);
+        h_2 = h_1;
+        h_1 = Some(h);
     }
     Ok(x)
 }

@@ -4,11 +4,14 @@
 //!   `t_to_sigma`) and the schedulers of A1111 `modules/sd_schedulers.py`.
 //! * [`kdiffusion`]: the k-diffusion samplers A1111 wraps (`sd_samplers_kdiffusion.py`).
 //! * [`timesteps`]: A1111's DDIM, PLMS and UniPC.
+//! * [`brownian`]: the Brownian-tree step noise of the SDE samplers (torchsde's `BrownianTree`
+//!   seeded per image, NumPy's `SeedSequence`), as A1111's `create_noise_sampler` makes it.
 //! * [`denoiser`]: the [`Denoiser`] trait the samplers call, and [`CfgDenoiser`], which turns a
 //!   UNet ([`NoisePredictor`]) into one with classifier-free guidance.
 //! * [`SamplerKind`] / [`Scheduler`]: the A1111 names, aliases and per-sampler defaults in one
 //!   table, and [`parse_sampler_name`] for labels such as `DPM++ 2M Karras`.
 
+pub mod brownian;
 pub mod denoiser;
 pub mod kdiffusion;
 pub mod schedule;
@@ -16,6 +19,7 @@ pub mod timesteps;
 
 use candle_core::Tensor;
 
+pub use brownian::BrownianNoise;
 pub use denoiser::{CfgDenoiser, Denoiser, EpsDenoiser, NoisePredictor, Prediction};
 pub use kdiffusion::{Callback, SdeSolver};
 pub use schedule::DiscreteSchedule;
@@ -40,6 +44,15 @@ pub struct StepInfo<'a> {
 
 /// Where ancestral and SDE samplers get their fresh noise.
 pub trait NoiseSource {
+    /// Called once with the sigmas of a k-diffusion run before its first step (a Brownian
+    /// tree spans their range); the default does nothing.
+    ///
+    /// # Errors
+    /// Whatever the source reports.
+    fn prepare(&mut self, _sigmas: &[f32]) -> Result<()> {
+        Ok(())
+    }
+
     /// Noise shaped like the latent for the step from `sigma` to `sigma_next`.
     ///
     /// # Errors
@@ -155,6 +168,8 @@ pub enum SamplerKind {
     DpmPp2MSdeHeun,
     /// `DPM++ 2S a` (`sample_dpmpp_2s_ancestral`).
     DpmPp2SAncestral,
+    /// `DPM++ 3M SDE` (`sample_dpmpp_3m_sde`).
+    DpmPp3MSde,
     /// `Euler a` (`sample_euler_ancestral`).
     EulerAncestral,
     /// `Euler` (`sample_euler`).
@@ -232,6 +247,7 @@ pub const SAMPLERS: &[SamplerInfo] = &[
     row(SamplerKind::DpmPp2MSde, "DPM++ 2M SDE", &["k_dpmpp_2m_sde"], Some(Scheduler::Exponential), false, true, true, false),
     row(SamplerKind::DpmPp2MSdeHeun, "DPM++ 2M SDE Heun", &["k_dpmpp_2m_sde_heun"], Some(Scheduler::Exponential), false, true, true, false),
     row(SamplerKind::DpmPp2SAncestral, "DPM++ 2S a", &["k_dpmpp_2s_a"], Some(Scheduler::Karras), false, true, false, false),
+    row(SamplerKind::DpmPp3MSde, "DPM++ 3M SDE", &["k_dpmpp_3m_sde"], Some(Scheduler::Exponential), true, true, true, false),
     row(SamplerKind::EulerAncestral, "Euler a", &["k_euler_a", "k_euler_ancestral"], None, false, true, false, false),
     row(SamplerKind::Euler, "Euler", &["k_euler"], None, false, false, false, false),
     row(SamplerKind::Lms, "LMS", &["k_lms"], None, false, false, false, false),
@@ -429,6 +445,7 @@ pub fn sample<D: Denoiser + EpsDenoiser>(
     };
     let sigmas = sigmas_for(sampler, scheduler, steps, &schedule)?;
     let x = (noise * f64::from(sigmas[0]))?;
+    noise_source.prepare(&sigmas)?;
     let run = kdiffusion::Run {
         denoiser: model,
         sigmas: &sigmas,
@@ -508,6 +525,7 @@ pub fn sample_img2img<D: Denoiser + EpsDenoiser>(
     let sigmas = sigmas_for(sampler, scheduler, steps, &schedule)?;
     let sched = &sigmas[steps.saturating_sub(t_enc + 1)..];
     let xi = (init_latent + (noise * f64::from(sched[0]))?)?;
+    noise_source.prepare(sched)?;
     let run = kdiffusion::Run {
         denoiser: model,
         sigmas: sched,
@@ -535,6 +553,7 @@ pub fn run_kdiffusion(sampler: SamplerKind, run: kdiffusion::Run<'_>, x: Tensor)
         SamplerKind::DpmPpSde => kdiffusion::dpmpp_sde(run, x),
         SamplerKind::DpmPp2MSde => kdiffusion::dpmpp_2m_sde(run, x, SdeSolver::Midpoint),
         SamplerKind::DpmPp2MSdeHeun => kdiffusion::dpmpp_2m_sde(run, x, SdeSolver::Heun),
+        SamplerKind::DpmPp3MSde => kdiffusion::dpmpp_3m_sde(run, x),
         SamplerKind::Ddim | SamplerKind::Plms | SamplerKind::UniPc => Err(Error::Invalid {
             what: "sampler",
             reason: format!("`{}` is a timestep sampler", sampler.label()),
@@ -555,6 +574,7 @@ mod tests {
             DpmPp2MSde,
             DpmPp2MSdeHeun,
             DpmPp2SAncestral,
+            DpmPp3MSde,
             EulerAncestral,
             Euler,
             Lms,

@@ -1,0 +1,294 @@
+//! Inpainting on tiny SD1 checkpoints against A1111's procedure.
+//!
+//! `scripts/reference/pipeline_inpaint.py` makes the UNet of a tiny inpainting checkpoint
+//! (9 input channels, `tests/reference/model/sd1_tiny_inpaint_unet.safetensors`) and runs A1111's
+//! img2img-with-mask and txt2img steps in float64 (see its docstring): the latent mask blend of
+//! every denoised prediction and of the result, the inpainting image conditioning (`c_concat`),
+//! the grey-image conditioning of txt2img, and the overlay of the original pixels. Here the
+//! inpainting checkpoint is put together at test time from `sd1_tiny`'s text encoder and VAE
+//! and that UNet, and [`Pipeline`] runs the same jobs in float32.
+//!
+//! Tolerances as in `pipeline_parity.rs`: the final latent within 2e-5 of the largest reference
+//! value (float32 network rounding through the steps; PyTorch's own float32 run differs by
+//! about 8e-6), every 8-bit value within 1.
+
+// Measured errors are printed for the record.
+#![allow(clippy::print_stderr)]
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+
+use candle_core::{DType, Device, Tensor};
+use danlu_diffusion::model::{
+    Activation, LayerChoice, TextConfig, TextLayout, UnetConfig, VaeConfig,
+};
+use danlu_diffusion::pipeline::{
+    Architecture, Family, InitImage, Inpaint, InpaintFill, LoadOptions, Pipeline, Progress, Request,
+};
+use danlu_diffusion::sampling::{Scheduler, parse_sampler_name};
+
+const MODEL_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/reference/model");
+const DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/reference/pipeline");
+const LATENT_TOLERANCE: f64 = 2e-5;
+
+fn tiny_sd1(in_channels: usize) -> Architecture {
+    Architecture {
+        family: Family::Sd1,
+        text: TextConfig {
+            layout: TextLayout::Clip,
+            vocab_size: 49408,
+            width: 16,
+            intermediate: 64,
+            heads: 2,
+            layers: 3,
+            max_positions: 77,
+            activation: Activation::QuickGelu,
+            layer: LayerChoice::ClipSkip,
+        },
+        unet: UnetConfig {
+            in_channels,
+            block_out_channels: vec![32, 64],
+            attention: vec![true, false],
+            heads: vec![2, 2],
+            layers_per_block: 1,
+            cross_attention_dim: 16,
+            use_linear_projection: false,
+            ..UnetConfig::sd1()
+        },
+        vae: VaeConfig {
+            block_out_channels: vec![32, 32, 32, 64],
+            layers_per_block: 1,
+            ..VaeConfig::sd()
+        },
+    }
+}
+
+/// `sd1_tiny` with its UNet replaced by the 9-channel one, written to `dir`.
+fn inpainting_checkpoint(dir: &std::path::Path) -> anyhow::Result<std::path::PathBuf> {
+    let mut tensors =
+        candle_core::safetensors::load(format!("{MODEL_DIR}/sd1_tiny.safetensors"), &Device::Cpu)?;
+    tensors.retain(|k, _| !k.starts_with("model.diffusion_model."));
+    let unet = candle_core::safetensors::load(
+        format!("{MODEL_DIR}/sd1_tiny_inpaint_unet.safetensors"),
+        &Device::Cpu,
+    )?;
+    anyhow::ensure!(unet.keys().all(|k| k.starts_with("model.diffusion_model.")));
+    tensors.extend(unet);
+    let path = dir.join("sd1_tiny_inpainting.safetensors");
+    candle_core::safetensors::save(&tensors, &path)?;
+    Ok(path)
+}
+
+struct Reference {
+    meta: serde_json::Value,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl Reference {
+    fn load() -> anyhow::Result<Self> {
+        let meta = serde_json::from_str(&std::fs::read_to_string(format!(
+            "{DIR}/inpaint_reference.json"
+        ))?)?;
+        let tensors = candle_core::safetensors::load(
+            format!("{DIR}/inpaint_reference.safetensors"),
+            &Device::Cpu,
+        )?;
+        Ok(Self { meta, tensors })
+    }
+
+    fn tensor(&self, key: &str) -> anyhow::Result<&Tensor> {
+        self.tensors
+            .get(key)
+            .ok_or_else(|| anyhow::anyhow!("reference has no `{key}`"))
+    }
+
+    fn run(&self, name: &str) -> anyhow::Result<&serde_json::Value> {
+        self.meta["runs"]
+            .as_array()
+            .and_then(|runs| runs.iter().find(|r| r["name"] == name))
+            .ok_or_else(|| anyhow::anyhow!("no run `{name}`"))
+    }
+
+    fn request(&self, name: &str) -> anyhow::Result<Request> {
+        let r = self.run(name)?;
+        let num = |k: &str| r[k].as_f64().ok_or_else(|| anyhow::anyhow!("no `{k}`"));
+        let (sampler, scheduler) = parse_sampler_name(
+            r["sampler"].as_str().unwrap_or_default(),
+            Scheduler::Automatic,
+        )?;
+        Ok(Request {
+            prompt: self.meta["prompt"].as_str().unwrap_or_default().to_owned(),
+            negative_prompt: self.meta["negative_prompt"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            steps: num("steps")? as usize,
+            cfg_scale: num("cfg_scale")? as f32,
+            sampler,
+            scheduler,
+            seed: num("seed")? as u64,
+            width: 64,
+            height: 64,
+            ..Request::default()
+        })
+    }
+
+    fn inpaint(&self, name: &str) -> anyhow::Result<Inpaint> {
+        let image = self.tensor("init")?.flatten_all()?.to_vec1::<u8>()?;
+        Ok(Inpaint {
+            image: InitImage::new(64, 64, image)?,
+            mask: self.tensor("mask")?.flatten_all()?.to_vec1::<u8>()?,
+            denoising_strength: self.run(name)?["denoising_strength"]
+                .as_f64()
+                .unwrap_or_default() as f32,
+            fill: InpaintFill::Original,
+            mask_weight: 1.0,
+        })
+    }
+}
+
+fn relative_error(got: &Tensor, want: &Tensor) -> anyhow::Result<f64> {
+    anyhow::ensure!(
+        got.dims() == want.dims(),
+        "shape {:?} != {:?}",
+        got.dims(),
+        want.dims()
+    );
+    let got = got.to_dtype(DType::F64)?;
+    let want = want.to_dtype(DType::F64)?;
+    let diff = (&got - &want)?
+        .abs()?
+        .flatten_all()?
+        .max(0)?
+        .to_scalar::<f64>()?;
+    let scale = want.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()?;
+    Ok(diff / scale)
+}
+
+fn check(
+    name: &str,
+    reference: &Reference,
+    images: &[danlu_diffusion::pipeline::Image],
+) -> anyhow::Result<()> {
+    let latents = Tensor::stack(
+        &images.iter().map(|i| i.latent.clone()).collect::<Vec<_>>(),
+        0,
+    )?;
+    let want = reference.tensor(&format!("{name}_latent"))?;
+    let e = relative_error(&latents, want)?;
+    let e32 = relative_error(reference.tensor(&format!("{name}_latent_f32"))?, want)?;
+    let want_px = reference
+        .tensor(&format!("{name}_image"))?
+        .flatten_all()?
+        .to_vec1::<u8>()?;
+    let got_px: Vec<u8> = images
+        .iter()
+        .flat_map(|i| i.pixels.iter().copied())
+        .collect();
+    anyhow::ensure!(got_px.len() == want_px.len(), "{name}: pixel count differs");
+    let worst = got_px
+        .iter()
+        .zip(&want_px)
+        .map(|(&a, &b)| a.abs_diff(b))
+        .max()
+        .unwrap_or(0);
+    let off = got_px.iter().zip(&want_px).filter(|(a, b)| a != b).count();
+    eprintln!(
+        "{name}: latent relative error {e:.2e} (torch f32: {e32:.2e}); 8-bit: {off} of {} bytes \
+         differ, by at most {worst}",
+        got_px.len()
+    );
+    anyhow::ensure!(
+        e < LATENT_TOLERANCE,
+        "{name}: latent relative error {e:.2e}"
+    );
+    anyhow::ensure!(worst <= 1, "{name}: an 8-bit value differs by {worst}");
+    Ok(())
+}
+
+fn no_progress() -> impl FnMut(&Progress<'_>) -> ControlFlow<()> {
+    |_| ControlFlow::Continue(())
+}
+
+fn inpainting_pipeline(dir: &std::path::Path) -> anyhow::Result<Pipeline> {
+    let path = inpainting_checkpoint(dir)?;
+    let p = Pipeline::load(path, LoadOptions::new(tiny_sd1(9)))?;
+    anyhow::ensure!(p.is_inpainting());
+    Ok(p)
+}
+
+#[test]
+fn inpainting_unet_img2img_with_a_mask_matches_a1111() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let reference = Reference::load()?;
+    let name = "inpaint_9ch_img2img";
+    let images = inpainting_pipeline(dir.path())?.inpaint(
+        &reference.request(name)?,
+        &reference.inpaint(name)?,
+        &mut no_progress(),
+    )?;
+    check(name, &reference, &images)
+}
+
+#[test]
+fn inpainting_unet_txt2img_matches_a1111() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let reference = Reference::load()?;
+    let name = "inpaint_9ch_txt2img";
+    let images =
+        inpainting_pipeline(dir.path())?.txt2img(&reference.request(name)?, &mut no_progress())?;
+    check(name, &reference, &images)
+}
+
+/// An ordinary checkpoint inpaints by the latent blend alone.
+#[test]
+fn ordinary_checkpoint_with_a_mask_matches_a1111() -> anyhow::Result<()> {
+    let reference = Reference::load()?;
+    let name = "inpaint_plain_img2img";
+    let p = Pipeline::load(
+        format!("{MODEL_DIR}/sd1_tiny.safetensors"),
+        LoadOptions::new(tiny_sd1(4)),
+    )?;
+    anyhow::ensure!(!p.is_inpainting());
+    let inpaint = reference.inpaint(name)?;
+    let images = p.inpaint(&reference.request(name)?, &inpaint, &mut no_progress())?;
+    // Outside the mask the picture is the original's, byte for byte.
+    for (i, &m) in inpaint.mask.iter().enumerate() {
+        if m == 0 {
+            anyhow::ensure!(
+                images[0].pixels[i * 3..i * 3 + 3] == inpaint.image.pixels[i * 3..i * 3 + 3]
+            );
+        }
+    }
+    check(name, &reference, &images)
+}
+
+#[test]
+fn unsupported_inpaint_settings_are_refused() -> anyhow::Result<()> {
+    let reference = Reference::load()?;
+    let name = "inpaint_plain_img2img";
+    let p = Pipeline::load(
+        format!("{MODEL_DIR}/sd1_tiny.safetensors"),
+        LoadOptions::new(tiny_sd1(4)),
+    )?;
+    let request = reference.request(name)?;
+    let fill = Inpaint {
+        fill: InpaintFill::Fill,
+        ..reference.inpaint(name)?
+    };
+    anyhow::ensure!(p.inpaint(&request, &fill, &mut no_progress()).is_err());
+    let short = Inpaint {
+        mask: vec![0; 10],
+        ..reference.inpaint(name)?
+    };
+    anyhow::ensure!(p.inpaint(&request, &short, &mut no_progress()).is_err());
+    let ddim = Request {
+        sampler: danlu_diffusion::sampling::SamplerKind::Ddim,
+        ..request
+    };
+    anyhow::ensure!(
+        p.inpaint(&ddim, &reference.inpaint(name)?, &mut no_progress())
+            .is_err()
+    );
+    Ok(())
+}
