@@ -5,7 +5,7 @@ Usage:
   cargo run -p danlu-pnginfo --example pnginfo -- --rewrite DIR --base BASE.png IMAGES... > danlu.json
   python3 written.py danlu.json DIR
 
-Exits 1 when any field differs. Reference tooling: not run by CI.
+Exits 1 when any field differs. CI runs it through `tests/sd_parsers.rs` (`DANLU_PYTHON`).
 """
 import json
 import os

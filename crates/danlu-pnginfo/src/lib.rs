@@ -27,6 +27,7 @@ mod exif;
 mod fooocus;
 mod invokeai;
 mod jpeg;
+pub mod names;
 mod novelai;
 mod png;
 mod report;
@@ -41,6 +42,9 @@ use serde::{Deserialize, Serialize};
 
 pub use a1111::{parse_a1111, to_a1111_infotext};
 pub use error::{Error, Result};
+pub use names::{
+    A1111Sampler, ComfyUiSampler, Fidelity, Unmapped, to_a1111_sampler, to_comfyui_sampler,
+};
 pub use report::{IMAGE_EXTENSIONS, ImageReport};
 pub use stealth::{StealthMode, StealthPayload};
 pub use text::MAX_TEXT_BYTES;
