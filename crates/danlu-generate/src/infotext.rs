@@ -85,6 +85,8 @@ pub fn generation_params(model: &LoadedModel, job: &Job, image: &Image) -> Gener
         "Version".to_owned(),
         format!("danlu {}", env!("CARGO_PKG_VERSION")),
     );
+    // LoRA, TI and hypernetwork hashes (`adapters.rs`).
+    model.add_adapter_params(job, &mut params);
     params
 }
 

@@ -7,12 +7,14 @@
 //! `danlu pnginfo` read back. The CLI, the server and `reproduce` share this layer, so an image
 //! made by any of them records the same parameters.
 
+mod adapters;
 mod error;
 mod image;
 mod infotext;
 mod output;
 mod shapes;
 
+pub use adapters::AdapterUse;
 pub use error::{Error, Result};
 pub use image::{encode_png, read_init_image};
 pub use infotext::{generation_params, resolved_scheduler};
@@ -105,6 +107,8 @@ pub struct LoadedModel {
     pub vae_hash: Option<String>,
     /// Seconds spent hashing and loading.
     pub load_seconds: f64,
+    /// The adapters applied for the last job ([`LoadedModel::apply_adapters`]).
+    pub adapters: AdapterUse,
 }
 
 /// AutoV2 of a file.
@@ -158,6 +162,7 @@ impl LoadedModel {
             model_hash,
             vae_hash,
             load_seconds: started.elapsed().as_secs_f64(),
+            adapters: AdapterUse::default(),
         })
     }
 
@@ -190,6 +195,54 @@ impl LoadedModel {
             Some(init) => self.pipeline.img2img(&job.request, init, progress)?,
             None => self.pipeline.txt2img(&job.request, progress)?,
         };
+        images
+            .into_iter()
+            .map(|image| {
+                let params = generation_params(self, job, &image);
+                let parameters = danlu_pnginfo::to_a1111_infotext(&params);
+                let png = danlu_pnginfo::write_png_parameters(&encode_png(&image)?, &parameters)?;
+                Ok(Generated {
+                    image,
+                    params,
+                    parameters,
+                    png,
+                })
+            })
+            .collect()
+    }
+}
+
+impl LoadedModel {
+    /// Runs `job` as inpainting (A1111 img2img with a mask, see
+    /// [`Pipeline::inpaint`](danlu_diffusion::pipeline::Pipeline::inpaint)): `job.img2img` is
+    /// the picture and the strength, `mask` one 8-bit value per pixel (white is repainted).
+    ///
+    /// # Errors
+    /// As [`LoadedModel::generate`]; also without `job.img2img`, or for settings the engine does
+    /// not support yet.
+    pub fn inpaint(
+        &self,
+        job: &Job,
+        mask: Vec<u8>,
+        fill: danlu_diffusion::pipeline::InpaintFill,
+        progress: &mut ProgressFn<'_>,
+    ) -> Result<Vec<Generated>> {
+        job.request.validate()?;
+        let Some(init) = &job.img2img else {
+            return Err(danlu_diffusion::Error::Invalid {
+                what: "mask",
+                reason: "a mask needs an init image".to_owned(),
+            }
+            .into());
+        };
+        let inpaint = danlu_diffusion::pipeline::Inpaint {
+            image: init.image.clone(),
+            mask,
+            denoising_strength: init.denoising_strength,
+            fill,
+            mask_weight: 1.0,
+        };
+        let images = self.pipeline.inpaint(&job.request, &inpaint, progress)?;
         images
             .into_iter()
             .map(|image| {

@@ -193,6 +193,17 @@ pub fn choose_architecture(
         };
         Architecture::of(family)
     };
+    // An inpainting UNet also takes the mask and the masked image's latent (ldm `c_concat`): its
+    // input channels are those of `conv_in` (`input_blocks.0.0.weight`).
+    let mut architecture = architecture;
+    if let Some(&channels) = index
+        .tensors
+        .iter()
+        .find(|t| t.name == "model.diffusion_model.input_blocks.0.0.weight")
+        .and_then(|t| t.shape.get(1))
+    {
+        architecture.unet.in_channels = channels as usize;
+    }
     let v = v_pred || identity.variant == Some(Variant::VPrediction);
     Ok(architecture.with_prediction(if v {
         Prediction::V
