@@ -124,6 +124,17 @@ pub enum Command {
     /// `parameters`. Ctrl-C stops after the current step.
     Generate(Box<GenerateArgs>),
 
+    /// Make an image again from its metadata: find its checkpoint, VAE, LoRAs and embeddings in
+    /// the library (by hash, then by name), map its sampler, generate, compare.
+    ///
+    /// Reads A1111, ComfyUI, NovelAI, InvokeAI, Fooocus and SwarmUI metadata. Prints what was
+    /// found and what is missing (with the hash to look up on Civitai and the command that
+    /// fetches it), names every parameter danlu does not reproduce (hires fix, ADetailer,
+    /// ControlNet, ...), and generates unless something needed is missing. The new image's
+    /// parameters are compared with the source's, field by field. Exit status 1 when nothing
+    /// could be generated or a field differs.
+    Reproduce(ReproduceArgs),
+
     /// Download a model from HuggingFace, Civitai, the catalogue or a URL, check it and file it.
     ///
     /// SOURCE: `hf:ORG/REPO/PATH[@REV]`, a HuggingFace `/resolve/` or `/blob/` URL,
@@ -139,6 +150,13 @@ pub enum Command {
 
     /// Civitai metadata for files already on disk.
     Civitai(CivitaiArgs),
+
+    /// Serve the web UI and the AUTOMATIC1111-compatible API (`/sdapi/v1`) on one port.
+    ///
+    /// Opens http://127.0.0.1:7860 by default. A missing root is created in A1111 layout and
+    /// opens with an empty library that says how to add models. `--listen` (all interfaces)
+    /// refuses to start without `--api-auth` unless `--insecure` is given. Ctrl-C stops.
+    Serve(ServeArgs),
 }
 
 /// Arguments of `danlu convert`.
@@ -252,9 +270,25 @@ pub struct GenerateArgs {
     /// The checkpoint (`.safetensors` or `.ckpt`, A1111 single-file layout).
     #[arg(long, short)]
     pub checkpoint: PathBuf,
-    /// An external VAE file (default: the VAE baked into the checkpoint).
-    #[arg(long)]
+    /// An external VAE file, `none` (the VAE baked into the checkpoint, the default) or `auto`
+    /// (A1111 "Automatic": the library's pairing rule; needs `--root`).
+    #[arg(long, value_name = "FILE|auto|none")]
     pub vae: Option<PathBuf>,
+    /// The library root `--vae auto` pairs VAEs in.
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// A folder of LoRA/LyCORIS files that `<lora:NAME:W>` tags name by file stem (A1111
+    /// `--lora-dir`); repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub lora_dir: Vec<PathBuf>,
+    /// A folder of textual-inversion embeddings, used wherever the prompt or negative prompt
+    /// names one by file stem (A1111 `--embeddings-dir`); repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub embeddings_dir: Vec<PathBuf>,
+    /// A folder of hypernetworks that `<hypernet:NAME:W>` tags name by file stem (A1111
+    /// `--hypernetwork-dir`); repeatable.
+    #[arg(long, value_name = "DIR")]
+    pub hypernetwork_dir: Vec<PathBuf>,
     /// A1111 "Clip skip" (SD 2.x always uses the penultimate layer).
     #[arg(long, default_value_t = 1)]
     pub clip_skip: usize,
@@ -264,6 +298,17 @@ pub struct GenerateArgs {
     /// img2img: how much of the init image is repainted, 0 to 1.
     #[arg(long, default_value_t = 0.75)]
     pub denoising_strength: f32,
+    /// img2img: how an init image of another size is fitted, A1111 "Resize mode":
+    /// `just-resize`, `crop-and-resize` or `resize-and-fill` (Lanczos, as A1111).
+    #[arg(long, default_value = "just-resize")]
+    pub resize_mode: String,
+    /// img2img: a mask PNG, white where the picture is repainted (inpainting; no mask blur).
+    #[arg(long, value_name = "FILE")]
+    pub mask: Option<PathBuf>,
+    /// Inpainting: A1111 "Masked content" (`original`; `fill`, `latent-noise` and
+    /// `latent-nothing` are not supported yet).
+    #[arg(long, default_value = "original")]
+    pub inpainting_fill: String,
     /// Noise generator: `cpu` (torch on CPU, also ComfyUI) or `nv` (torch on NVIDIA GPUs).
     #[arg(long, default_value = "cpu")]
     pub rng: String,
@@ -476,6 +521,55 @@ pub struct DownloadArgs {
     /// File name to save as (one source only).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
+}
+
+/// Arguments of `danlu serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The root to serve.
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// Address to bind without `--listen`.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// Port (0 picks a free one).
+    #[arg(long, value_name = "PORT", default_value_t = 7860)]
+    pub port: u16,
+    /// Listen on all interfaces (needs `--api-auth` or `--insecure`).
+    #[arg(long)]
+    pub listen: bool,
+    /// Allow a network-facing server without `--api-auth`.
+    #[arg(long)]
+    pub insecure: bool,
+    /// HTTP basic credentials for the API and the UI: `user:pass[,user2:pass2]`.
+    #[arg(
+        long,
+        value_name = "CREDENTIALS",
+        env = "DANLU_API_AUTH",
+        hide_env_values = true
+    )]
+    pub api_auth: Option<String>,
+    /// Largest request body accepted, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    pub max_body_mib: usize,
+}
+
+/// Arguments of `danlu reproduce`.
+#[derive(Debug, Args)]
+pub struct ReproduceArgs {
+    /// The image whose parameters to reproduce (PNG, JPEG or WebP).
+    #[arg(value_name = "IMAGE")]
+    pub image: PathBuf,
+    /// The library root searched for the files (scanned and hashed first, incrementally).
+    #[command(flatten)]
+    pub root: RootArgs,
+    /// Output: a `.png` file, or a folder for A1111-style `NNNNN-SEED.png` names (default:
+    /// `IMAGE-STEM.reproduced.png` in the current folder); never an existing file.
+    #[arg(long, short, value_name = "OUT")]
+    pub output: Option<PathBuf>,
+    /// Print the plan only; generate nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Arguments of `danlu catalog`.

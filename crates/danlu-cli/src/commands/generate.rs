@@ -68,6 +68,14 @@ pub struct GenerateReport {
     pub load_seconds: f64,
     /// Seconds spent generating.
     pub generate_seconds: f64,
+    /// LoRAs applied from prompt tags, by name.
+    pub loras: Vec<String>,
+    /// Embeddings the prompt or negative prompt used.
+    pub embeddings: Vec<String>,
+    /// Hypernetworks applied from prompt tags.
+    pub hypernetworks: Vec<String>,
+    /// Tags naming nothing installed, unusable adapter files, LoRA modules that fit no weight.
+    pub warnings: Vec<String>,
 }
 
 /// One written image.
@@ -109,6 +117,47 @@ pub fn run(
         (Some(i), w, h) => (w.unwrap_or(i.width), h.unwrap_or(i.height)),
         (None, w, h) => (w.unwrap_or(512), h.unwrap_or(512)),
     };
+    // A1111 `images.resize_image(p.resize_mode, ...)` on every init image.
+    let resize_mode = danlu_diffusion::pipeline::ResizeMode::parse_name(&args.resize_mode)?;
+    let init = match init {
+        Some(image) if (image.width, image.height) != (width, height) => Some(
+            danlu_diffusion::pipeline::resize_image(resize_mode, &image, width, height)?,
+        ),
+        other => other,
+    };
+    // A1111 img2img with a mask: the mask as 8-bit grey (Pillow `convert("L")`), resized like the
+    // init image.
+    let mask = args
+        .mask
+        .as_deref()
+        .map(|path| -> anyhow::Result<Vec<u8>> {
+            anyhow::ensure!(init.is_some(), "`--mask` needs `--init-image`");
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("reading mask `{}`", path.display()))?;
+            let rgb = danlu_generate::read_init_image(&bytes)
+                .with_context(|| format!("decoding mask `{}`", path.display()))?;
+            let grey: Vec<u8> = rgb
+                .pixels
+                .chunks_exact(3)
+                .map(|p| {
+                    let l = u32::from(p[0]) * 19595
+                        + u32::from(p[1]) * 38470
+                        + u32::from(p[2]) * 7471
+                        + 0x8000;
+                    (l >> 16) as u8
+                })
+                .flat_map(|l| [l, l, l])
+                .collect();
+            let grey = danlu_diffusion::pipeline::InitImage::new(rgb.width, rgb.height, grey)?;
+            let grey = if (grey.width, grey.height) == (width, height) {
+                grey
+            } else {
+                danlu_diffusion::pipeline::resize_image(resize_mode, &grey, width, height)?
+            };
+            Ok(grey.pixels.chunks_exact(3).map(|p| p[0]).collect())
+        })
+        .transpose()?;
+    let fill = danlu_diffusion::pipeline::InpaintFill::parse_name(&args.inpainting_fill)?;
     let seed = match args.seed {
         s if s >= 0 => s as u64,
         _ => danlu_generate::random_seed(),
@@ -148,9 +197,10 @@ pub fn run(
 
     let bars = Bars::new(progress_hidden);
     install_ctrl_c();
+    let vae_path = vae_file(args)?;
     let spec = ModelSpec {
         checkpoint: args.checkpoint.clone(),
-        vae: match &args.vae {
+        vae: match &vae_path {
             Some(v) => VaeChoice::File(v.clone()),
             None => VaeChoice::Baked,
         },
@@ -168,8 +218,17 @@ pub fn run(
         },
         known_hashes: danlu_generate::KnownHashes::default(),
     };
-    let model = LoadedModel::load(spec, &bars, &CANCEL)
+    let mut model = LoadedModel::load(spec, &bars, &CANCEL)
         .with_context(|| format!("loading `{}`", args.checkpoint.display()))?;
+    let mut warnings = model.set_adapter_folders(danlu_diffusion::adapters::AdapterFolders {
+        lora: args.lora_dir.clone(),
+        embeddings: args.embeddings_dir.clone(),
+        hypernetworks: args.hypernetwork_dir.clone(),
+    });
+    let applied = model
+        .apply_adapters(&job, &bars, &CANCEL)
+        .context("applying the prompt's LoRAs, embeddings and hypernetworks")?;
+    warnings.extend(applied.warnings.iter().cloned());
 
     let started = std::time::Instant::now();
     let mut task = None;
@@ -192,7 +251,10 @@ pub fn run(
             ControlFlow::Continue(())
         }
     };
-    let generated = model.generate(&job, &mut on_step);
+    let generated = match mask {
+        Some(mask) => model.inpaint(&job, mask, fill, &mut on_step),
+        None => model.generate(&job, &mut on_step),
+    };
     if let Some(t) = task {
         bars.finish(t);
     }
@@ -213,7 +275,7 @@ pub fn run(
         images: reports,
         checkpoint: args.checkpoint.display().to_string(),
         model_hash: model.model_hash.clone(),
-        vae: args.vae.as_ref().map(|v| v.display().to_string()),
+        vae: vae_path.as_ref().map(|v| v.display().to_string()),
         vae_hash: model.vae_hash.clone(),
         base: match architecture.family {
             Family::Sd1 => "sd1",
@@ -233,11 +295,22 @@ pub fn run(
         rng: args.rng.to_ascii_lowercase(),
         load_seconds: model.load_seconds,
         generate_seconds,
+        loras: applied.loras.iter().map(|l| l.name.clone()).collect(),
+        embeddings: applied.embeddings.iter().map(|e| e.name.clone()).collect(),
+        hypernetworks: applied
+            .hypernetworks
+            .iter()
+            .map(|h| h.name.clone())
+            .collect(),
+        warnings,
     };
     if printer.json {
         printer.json(&report)?;
     } else {
         let mut text = String::new();
+        for w in &report.warnings {
+            text.push_str(&format!("warning: {w}\n"));
+        }
         for i in &report.images {
             text.push_str(&format!("wrote `{}` (seed {})\n", i.path, i.seed));
         }
@@ -250,4 +323,32 @@ pub fn run(
         printer.text(&text)?;
     }
     Ok(ExitStatus::Success)
+}
+
+/// The external VAE file of `--vae`: a file as given, none for `none` (the baked VAE, A1111
+/// "None"), or for `auto`/`automatic` the library's pairing rule (A1111 "Automatic":
+/// `danlu_library::resolve_vae` over the `--root` library, the checkpoint's `NAME.json` then a VAE
+/// named like the checkpoint beside it or in the VAE folder, else the baked one).
+fn vae_file(args: &GenerateArgs) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let Some(v) = args.vae.as_deref() else {
+        return Ok(None);
+    };
+    let word = v.as_os_str();
+    if word.eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    if !(word.eq_ignore_ascii_case("auto") || word.eq_ignore_ascii_case("automatic")) {
+        return Ok(Some(v.to_path_buf()));
+    }
+    let (root, cache) = crate::commands::scan::open_library(None, &args.root)
+        .context("`--vae auto` pairs VAEs through the library: give `--root`")?;
+    crate::commands::scan::refresh(&root, &cache)?;
+    let all = cache.all()?;
+    let checkpoint = std::path::absolute(&args.checkpoint)?;
+    let record = danlu_library::find_model(&all, &checkpoint.to_string_lossy(), &root.path)?;
+    let report = danlu_library::resolve_vae(&root, &all, record, None);
+    if let Some(refusal) = report.refused {
+        anyhow::bail!("{refusal}");
+    }
+    Ok(report.vae.map(std::path::PathBuf::from))
 }

@@ -10,7 +10,9 @@ pub mod inspect;
 pub mod list;
 pub mod noise;
 pub mod pnginfo;
+pub mod reproduce;
 pub mod scan;
+pub mod serve;
 pub mod show;
 pub mod sort;
 pub mod tag;
@@ -44,5 +46,7 @@ pub fn run(cli: &Cli, printer: &Printer) -> anyhow::Result<ExitStatus> {
         Command::Download(args) => download::run(args, progress_hidden, printer),
         Command::Catalog(args) => catalog::run(args, printer),
         Command::Civitai(args) => civitai::run(args, progress_hidden, printer),
+        Command::Serve(args) => serve::run(args, printer),
+        Command::Reproduce(args) => reproduce::run(args, progress_hidden, printer),
     }
 }

@@ -29,7 +29,7 @@ pub(crate) fn cancel_flag() -> &'static AtomicBool {
 }
 
 /// danlu's config file: `$XDG_CONFIG_HOME/danlu/config.yaml`, else `~/.config/danlu/config.yaml`.
-fn config_path() -> Option<PathBuf> {
+pub(crate) fn config_path() -> Option<PathBuf> {
     if let Some(x) = std::env::var_os("XDG_CONFIG_HOME").filter(|x| !x.is_empty()) {
         return Some(PathBuf::from(x).join("danlu/config.yaml"));
     }

@@ -249,3 +249,287 @@ fn bad_sizes_and_samplers_are_refused_before_loading() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("unknown sampler"), "{}", stderr(&o));
 }
+
+/// `--lora-dir`, `--embeddings-dir`, `--hypernetwork-dir`: the prompt's tags and the negative
+/// prompt's embedding give danlu-diffusion's `full_run_reference` picture (A1111's procedure
+/// with the three adapters, `adapters_reference.py`), the infotext names them with hashes, and
+/// a tag naming nothing installed is a warning in the report.
+#[test]
+fn adapters_from_folders_apply_and_are_recorded() {
+    let env = TestEnv::new();
+    let cfg = model_config(&env);
+    let adapters = diffusion_tests().join("adapters");
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(adapters.join("full_run_reference.json")).unwrap(),
+    )
+    .unwrap();
+    let out = env.path("a.png");
+    let prompt = format!("{} <lora:absent:1>", meta["prompt"].as_str().unwrap());
+    let o = env.run(&[
+        "generate",
+        "--checkpoint",
+        s(&checkpoint()),
+        "--model-config",
+        s(&cfg),
+        "--lora-dir",
+        s(&adapters),
+        "--embeddings-dir",
+        s(&adapters.join("embeddings")),
+        "--hypernetwork-dir",
+        s(&adapters),
+        "--prompt",
+        &prompt,
+        "--negative-prompt",
+        meta["negative_prompt"].as_str().unwrap(),
+        "--steps",
+        "5",
+        "--sampler",
+        "Euler a",
+        "--seed",
+        "31",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "-o",
+        s(&out),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(report["loras"], serde_json::json!(["sd1_tiny_kohya"]));
+    assert_eq!(report["embeddings"], serde_json::json!(["tinyneg"]));
+    assert_eq!(report["hypernetworks"], serde_json::json!(["hn_relu_ln"]));
+    assert_eq!(
+        report["warnings"],
+        serde_json::json!(["LoRA `absent` is not installed"])
+    );
+    let path = PathBuf::from(report["images"][0]["path"].as_str().unwrap());
+    let want = candle_core::safetensors::load(
+        adapters.join("full_run_reference.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()["image"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<u8>()
+        .unwrap();
+    let got = pixels(&path);
+    assert_eq!(got.len(), want.len());
+    let worst = got.iter().zip(&want).map(|(a, b)| a.abs_diff(*b)).max();
+    assert!(worst <= Some(1), "a pixel differs by {worst:?}");
+    let p = danlu_pnginfo::read_image(&path).unwrap();
+    // Both tags of the prompt are read back; only the installed one has a hash.
+    let names: Vec<(&str, Option<usize>)> = p
+        .loras
+        .iter()
+        .map(|l| (l.name.as_str(), l.hash.as_ref().map(String::len)))
+        .collect();
+    assert_eq!(names, [("sd1_tiny_kohya", Some(12)), ("absent", None)]);
+    assert_eq!(p.embeddings.len(), 1);
+    assert_eq!(p.embeddings[0].name, "tinyneg");
+    assert_eq!(p.extra["Hypernet"], "hn_relu_ln");
+    assert_eq!(p.extra["Hypernet strength"], "0.8");
+}
+
+/// An init image of another size is fitted by `--resize-mode` (A1111 "Resize mode").
+#[test]
+fn init_image_of_another_size_is_resized() {
+    let env = TestEnv::new();
+    let ckpt = checkpoint();
+    let cfg = model_config(&env);
+    let init = env.path("init.png");
+    let base = env.run(&[
+        "generate",
+        "--checkpoint",
+        s(&ckpt),
+        "--model-config",
+        s(&cfg),
+        "--steps",
+        "1",
+        "-W",
+        "64",
+        "-H",
+        "48",
+        "-o",
+        s(&init),
+    ]);
+    assert!(base.status.success(), "{}", stderr(&base));
+    for mode in ["just-resize", "crop-and-resize", "resize-and-fill"] {
+        let out = env.path(&format!("{mode}.png"));
+        let o = env.run(&[
+            "generate",
+            "--checkpoint",
+            s(&ckpt),
+            "--model-config",
+            s(&cfg),
+            "--init-image",
+            s(&init),
+            "--resize-mode",
+            mode,
+            "-W",
+            "40",
+            "-H",
+            "64",
+            "--steps",
+            "2",
+            "-o",
+            s(&out),
+        ]);
+        assert!(o.status.success(), "{mode}: {}", stderr(&o));
+        assert_eq!(pixels(&out).len(), 40 * 64 * 3, "{mode}");
+    }
+    let o = env.run(&[
+        "generate",
+        "--checkpoint",
+        s(&ckpt),
+        "--init-image",
+        s(&init),
+        "--resize-mode",
+        "stretch",
+        "-W",
+        "40",
+        "-o",
+        s(&env.path("bad.png")),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("resize mode"), "{}", stderr(&o));
+}
+
+/// `--vae auto` follows the library's pairing rule (A1111 "Automatic"): a VAE in the VAE folder
+/// named like the checkpoint is used, and its hash is written; `--vae none` keeps the baked one.
+#[test]
+fn vae_auto_pairs_the_vae_named_like_the_checkpoint() {
+    let env = TestEnv::new();
+    let root = env.path("lib");
+    let ckpt = danlu_fixtures::tiny::install(
+        "sd1_tiny",
+        &root.join("models/Stable-diffusion"),
+        "tinymodel",
+    )
+    .unwrap();
+    std::fs::create_dir_all(root.join("models/VAE")).unwrap();
+    let vae = root.join("models/VAE/tinymodel.vae.safetensors");
+    std::fs::copy(&ckpt, &vae).unwrap();
+    let run = |choice: &str, out: &str| {
+        let o = env.run(&[
+            "generate",
+            "--checkpoint",
+            s(&ckpt),
+            "--root",
+            s(&root),
+            "--vae",
+            choice,
+            "--steps",
+            "1",
+            "-W",
+            "64",
+            "-H",
+            "64",
+            "--json",
+            "-o",
+            s(&env.path(out)),
+        ]);
+        assert!(o.status.success(), "{choice}: {}", stderr(&o));
+        serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()
+    };
+    let auto = run("auto", "auto.png");
+    assert!(
+        auto["vae"]
+            .as_str()
+            .is_some_and(|v| v.ends_with("tinymodel.vae.safetensors")),
+        "{auto}"
+    );
+    assert_eq!(auto["vae_hash"], autov2(&vae).as_str());
+    let none = run("none", "none.png");
+    assert!(none["vae"].is_null(), "{none}");
+}
+
+/// An 8-bit RGB PNG.
+fn write_rgb_png(path: &Path, width: u32, height: u32, rgb: &[u8]) {
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut encoder = png::Encoder::new(file, width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder
+        .write_header()
+        .unwrap()
+        .write_image_data(rgb)
+        .unwrap();
+}
+
+/// `--mask` on an inpainting checkpoint gives A1111's picture (`pipeline_inpaint.py`); the
+/// checkpoint is `sd1_tiny` with the 9-channel UNet of the parity tests.
+#[test]
+fn mask_inpaints_like_a1111() {
+    let env = TestEnv::new();
+    let model = diffusion_tests().join("model");
+    let mut tensors = candle_core::safetensors::load(
+        model.join("sd1_tiny.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    tensors.retain(|k, _| !k.starts_with("model.diffusion_model."));
+    tensors.extend(
+        candle_core::safetensors::load(
+            model.join("sd1_tiny_inpaint_unet.safetensors"),
+            &candle_core::Device::Cpu,
+        )
+        .unwrap(),
+    );
+    let ckpt = env.path("tiny_inpainting.safetensors");
+    candle_core::safetensors::save(&tensors, &ckpt).unwrap();
+    let reference = candle_core::safetensors::load(
+        diffusion_tests().join("pipeline/inpaint_reference.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let bytes = |k: &str| reference[k].flatten_all().unwrap().to_vec1::<u8>().unwrap();
+    let init = env.path("init.png");
+    write_rgb_png(&init, 64, 64, &bytes("init"));
+    let mask = env.path("mask.png");
+    let grey: Vec<u8> = bytes("mask").iter().flat_map(|&m| [m, m, m]).collect();
+    write_rgb_png(&mask, 64, 64, &grey);
+    let out = env.path("inpainted.png");
+    let cfg = model_config(&env);
+    let o = env.run(&[
+        "generate",
+        "--checkpoint",
+        s(&ckpt),
+        "--model-config",
+        s(&cfg),
+        "--prompt",
+        PROMPT,
+        "--negative-prompt",
+        NEGATIVE,
+        "--init-image",
+        s(&init),
+        "--mask",
+        s(&mask),
+        "--denoising-strength",
+        "0.75",
+        "--sampler",
+        "Euler a",
+        "--seed",
+        "4242",
+        "--steps",
+        "8",
+        "--cfg-scale",
+        "7",
+        "-o",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let want = bytes("inpaint_9ch_img2img_image");
+    let got = pixels(&out);
+    assert_eq!(got.len(), want.len());
+    let worst = got
+        .iter()
+        .zip(&want)
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(worst <= 1, "an 8-bit value differs by {worst}");
+    let p = danlu_pnginfo::read_image(&out).unwrap();
+    assert_eq!(p.denoising_strength, Some(0.75));
+}
