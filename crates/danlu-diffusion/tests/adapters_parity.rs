@@ -561,6 +561,7 @@ fn a_full_run_with_lora_embedding_and_hypernetwork_matches_a1111() -> anyhow::Re
         lora: vec![DIR.into()],
         embeddings: vec![format!("{DIR}/embeddings").into()],
         hypernetworks: vec![DIR.into()],
+        ..Default::default()
     });
     assert!(warnings.is_empty(), "{warnings:?}");
     let (sampler, scheduler) = parse_sampler_name(

@@ -37,6 +37,7 @@ fn adapters_from_tags_are_applied_and_written_as_a1111_writes_them() {
         lora: vec![PathBuf::from(ADAPTERS)],
         embeddings: vec![PathBuf::from(format!("{ADAPTERS}/embeddings"))],
         hypernetworks: vec![PathBuf::from(ADAPTERS)],
+        ..Default::default()
     });
     assert!(warnings.is_empty(), "{warnings:?}");
     let job = Job {

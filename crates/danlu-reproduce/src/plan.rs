@@ -65,10 +65,26 @@ impl Plan {
             dirs.dedup();
             dirs
         };
+        // Files whose stem differs from the image's name are applied under that name.
+        let aliases = |list: &[Resource]| {
+            list.iter()
+                .filter(|r| r.applied)
+                .filter_map(|r| {
+                    let name = r.name.clone()?;
+                    let path = r.path.as_deref()?;
+                    (model_stem(path) != name).then(|| (name, PathBuf::from(path)))
+                })
+                .collect::<Vec<_>>()
+        };
         AdapterFolders {
             lora: folders(&self.loras),
             embeddings: folders(&self.embeddings),
             hypernetworks: folders(&self.hypernetworks),
+            aliases: danlu_diffusion::adapters::Aliases {
+                lora: aliases(&self.loras),
+                embeddings: aliases(&self.embeddings),
+                hypernetworks: aliases(&self.hypernetworks),
+            },
         }
     }
 }
@@ -95,8 +111,8 @@ pub struct Resource {
     pub autov2: Option<String>,
     /// The found file's base model family.
     pub base: Option<Base>,
-    /// Whether the generation uses it (`false`: missing, or found under a name the engine
-    /// cannot look it up by).
+    /// Whether the generation uses it (`false`: missing; a file with another stem is applied
+    /// under the image's name).
     pub applied: bool,
     /// Where to get a missing file.
     pub lookup: Option<Lookup>,
@@ -389,21 +405,12 @@ pub fn plan(image: &str, params: &GenerationParams, library: Option<&Library>) -
                 }
                 Status::Found => {
                     let file_stem = r.path.as_deref().map(model_stem).unwrap_or_default();
-                    r.applied = r.name.as_deref() == Some(file_stem.as_str());
-                    if !r.applied {
+                    r.applied = r.name.is_some();
+                    if r.name.as_deref() != Some(file_stem.as_str()) {
                         r.note = Some(format!(
-                            "the file is named `{file_stem}`, the image asks for `{}`: copy or \
-                             rename it to apply it",
+                            "the file is named `{file_stem}`; applied under the image's name `{}`",
                             r.name.as_deref().unwrap_or_default()
                         ));
-                        not_reproduced.push(NotReproduced {
-                            feature: feature.to_owned(),
-                            key: r.name.clone().unwrap_or_default(),
-                            value: format!(
-                                "found but not applied (`{}`)",
-                                r.path.as_deref().unwrap_or_default()
-                            ),
-                        });
                     }
                 }
             }

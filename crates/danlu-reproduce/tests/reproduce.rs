@@ -313,7 +313,15 @@ fn generated_plans_find_files_by_hash() {
         (p.loras[0].status, p.loras[0].matched_by, p.loras[0].weight),
         (Status::Found, Some(MatchedBy::Hash), Some(0.7))
     );
-    assert!(!p.loras[0].applied);
+    // Found by hash under another file name: applied under the image's name.
+    assert!(p.loras[0].applied);
+    let folders = p.adapter_folders();
+    assert_eq!(folders.aliases.lora.len(), 1);
+    assert_eq!(folders.aliases.lora[0].0, "renamed_lora");
+    assert_eq!(
+        folders.aliases.lora[0].1.to_string_lossy(),
+        p.loras[0].path.clone().unwrap()
+    );
     assert_eq!(p.embeddings.len(), 1, "{:?}", p.embeddings);
     assert_eq!(
         (p.embeddings[0].status, p.embeddings[0].matched_by),
@@ -326,15 +334,15 @@ fn generated_plans_find_files_by_hash() {
         p.blockers,
         vec!["hypernetwork `anime_3` is not in the library".to_owned()]
     );
-    // Found LoRAs and embeddings are named as not applied; hires fix and ADetailer too.
+    // Hires fix and ADetailer are named as not reproduced; the found adapters are not.
     let named: Vec<(&str, &str)> = p
         .not_reproduced
         .iter()
         .map(|n| (n.feature.as_str(), n.key.as_str()))
         .collect();
+    assert!(!named.contains(&("LoRA", "renamed_lora")), "{named:?}");
+    assert!(!named.contains(&("embedding", "EasyNeg")), "{named:?}");
     for want in [
-        ("LoRA", "renamed_lora"),
-        ("embedding", "EasyNeg"),
         ("hires fix", "Hires upscale"),
         ("hires fix", "Hires upscaler"),
         ("hires fix", "Denoising strength"),
@@ -456,6 +464,7 @@ fn a_generated_image_is_reproduced_pixel_for_pixel() {
             lora: vec![lora_dir.clone()],
             embeddings: vec![t.root.join("embeddings")],
             hypernetworks: vec![hn_dir.clone()],
+            ..Default::default()
         });
         // The 768-wide fixture embedding does not fit the tiny text encoder.
         assert!(warnings.len() <= 1, "{warnings:?}");

@@ -82,6 +82,7 @@ impl Server {
             lora: folders_of(danlu_types::Kind::Lora),
             embeddings: folders_of(danlu_types::Kind::Embedding),
             hypernetworks: folders_of(danlu_types::Kind::Hypernetwork),
+            ..Default::default()
         })?;
         let state = Arc::new(AppState::new(config, library, engine));
         let listener = tokio::net::TcpListener::bind(addr)

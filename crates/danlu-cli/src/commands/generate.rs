@@ -220,11 +220,14 @@ pub fn run(
     };
     let mut model = LoadedModel::load(spec, &bars, &CANCEL)
         .with_context(|| format!("loading `{}`", args.checkpoint.display()))?;
-    let mut warnings = model.set_adapter_folders(danlu_diffusion::adapters::AdapterFolders {
+    let mut folders = danlu_diffusion::adapters::AdapterFolders {
         lora: args.lora_dir.clone(),
         embeddings: args.embeddings_dir.clone(),
         hypernetworks: args.hypernetwork_dir.clone(),
-    });
+        ..Default::default()
+    };
+    library_adapters(args, &mut folders)?;
+    let mut warnings = model.set_adapter_folders(folders);
     let applied = model
         .apply_adapters(&job, &bars, &CANCEL)
         .context("applying the prompt's LoRAs, embeddings and hypernetworks")?;
@@ -351,4 +354,66 @@ fn vae_file(args: &GenerateArgs) -> anyhow::Result<Option<std::path::PathBuf>> {
         anyhow::bail!("{refusal}");
     }
     Ok(report.vae.map(std::path::PathBuf::from))
+}
+
+/// Adds the library's adapter folders (LoRA, LyCORIS, embeddings, hypernetworks of the root's
+/// layout) after the `--*-dir` folders, and resolves each `<lora:NAME>`/`<hypernet:NAME>` that
+/// no file stem matches through the library: by name, then by the hashes `danlu scan` stores. Only
+/// when a root is given (`--root` or `DANLU_ROOT`).
+fn library_adapters(
+    args: &GenerateArgs,
+    folders: &mut danlu_diffusion::adapters::AdapterFolders,
+) -> anyhow::Result<()> {
+    use danlu_types::Kind;
+    if args.root.root.is_none() && std::env::var_os("DANLU_ROOT").is_none() {
+        return Ok(());
+    }
+    let (root, cache) = crate::commands::scan::open_library(None, &args.root)?;
+    crate::commands::scan::refresh(&root, &cache)?;
+    let records = cache.all()?;
+    let of = |kinds: &[Kind]| -> Vec<std::path::PathBuf> {
+        root.folders()
+            .into_iter()
+            .filter(|f| f.kinds.iter().any(|k| kinds.contains(k)))
+            .map(|f| f.path)
+            .collect()
+    };
+    folders.lora.extend(of(&[Kind::Lora]));
+    folders.embeddings.extend(of(&[Kind::Embedding]));
+    folders.hypernetworks.extend(of(&[Kind::Hypernetwork]));
+
+    let parsed = danlu_diffusion::prompt::parse_extra_networks(&args.prompt);
+    let tags = danlu_diffusion::prompt::PromptNetworks::from_tags(&parsed.tags);
+    let stem_in = |dirs: &[std::path::PathBuf], name: &str| {
+        records.iter().any(|r| {
+            let p = std::path::Path::new(&r.path);
+            dirs.iter().any(|d| p.starts_with(d))
+                && p.file_stem().is_some_and(|s| s.to_string_lossy() == name)
+        })
+    };
+    let lookup = |name: &str, kind: Kind| -> Option<std::path::PathBuf> {
+        let of_kind: Vec<_> = records
+            .iter()
+            .filter(|r| r.identity.as_ref().is_some_and(|i| i.kind == kind))
+            .cloned()
+            .collect();
+        danlu_library::find_model(&of_kind, name, &root.path)
+            .ok()
+            .map(|r| std::path::PathBuf::from(&r.path))
+    };
+    for tag in &tags.loras {
+        if !stem_in(&folders.lora, &tag.name)
+            && let Some(path) = lookup(&tag.name, Kind::Lora)
+        {
+            folders.aliases.lora.push((tag.name.clone(), path));
+        }
+    }
+    for tag in &tags.hypernets {
+        if !stem_in(&folders.hypernetworks, &tag.name)
+            && let Some(path) = lookup(&tag.name, Kind::Hypernetwork)
+        {
+            folders.aliases.hypernetworks.push((tag.name.clone(), path));
+        }
+    }
+    Ok(())
 }

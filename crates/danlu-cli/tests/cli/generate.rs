@@ -533,3 +533,107 @@ fn mask_inpaints_like_a1111() {
     let p = danlu_pnginfo::read_image(&out).unwrap();
     assert_eq!(p.denoising_strength, Some(0.75));
 }
+
+/// With `--root`, adapters come from the library: its LoRA, embedding and hypernetwork folders
+/// by file stem, and a tag that no stem matches by the hashes `danlu scan` stores,
+/// so a LoRA filed under another name still gives the reference picture.
+#[test]
+fn adapters_resolve_through_the_library_by_name_then_hash() {
+    let env = TestEnv::new();
+    let root = env.path("webui");
+    let adapters = diffusion_tests().join("adapters");
+    let ckpt =
+        danlu_fixtures::tiny::install("sd1_tiny", &root.join("models/Stable-diffusion"), "tinymix")
+            .unwrap();
+    for (from, to) in [
+        (
+            "sd1_tiny_kohya.safetensors",
+            "models/Lora/style/renamed_lora.safetensors",
+        ),
+        ("hn_relu_ln.pt", "models/hypernetworks/hn_relu_ln.pt"),
+        ("embeddings/tinyneg.pt", "embeddings/tinyneg.pt"),
+    ] {
+        let dest = root.join(to);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::copy(adapters.join(from), dest).unwrap();
+    }
+    let o = env.run(&["scan", s(&root)]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lora_hash = autov2(&root.join("models/Lora/style/renamed_lora.safetensors"));
+
+    let meta: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(adapters.join("full_run_reference.json")).unwrap(),
+    )
+    .unwrap();
+    let prompt = meta["prompt"]
+        .as_str()
+        .unwrap()
+        .replace("sd1_tiny_kohya", &lora_hash);
+    let out = env.path("a.png");
+    let o = env.run(&[
+        "generate",
+        "--root",
+        s(&root),
+        "--checkpoint",
+        s(&ckpt),
+        "--prompt",
+        &prompt,
+        "--negative-prompt",
+        meta["negative_prompt"].as_str().unwrap(),
+        "--steps",
+        "5",
+        "--sampler",
+        "Euler a",
+        "--seed",
+        "31",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "-o",
+        s(&out),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(report["loras"], serde_json::json!([lora_hash]));
+    assert_eq!(report["embeddings"], serde_json::json!(["tinyneg"]));
+    assert_eq!(report["hypernetworks"], serde_json::json!(["hn_relu_ln"]));
+    assert_eq!(report["warnings"], serde_json::json!([]));
+    let want = candle_core::safetensors::load(
+        adapters.join("full_run_reference.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap()["image"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<u8>()
+        .unwrap();
+    let got = pixels(&out);
+    let worst = got.iter().zip(&want).map(|(a, b)| a.abs_diff(*b)).max();
+    assert!(worst <= Some(1), "a pixel differs by {worst:?}");
+
+    // Without the root, the same tag names nothing installed.
+    let o = env.run(&[
+        "generate",
+        "--checkpoint",
+        s(&ckpt),
+        "--prompt",
+        &prompt,
+        "--steps",
+        "1",
+        "--width",
+        "64",
+        "--height",
+        "64",
+        "-o",
+        s(&env.path("b.png")),
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        report["warnings"][0],
+        format!("LoRA `{lora_hash}` is not installed")
+    );
+}

@@ -22,7 +22,7 @@ use std::sync::Arc;
 pub use embedding::{Embedding, EmbeddingSet, read_embedding};
 pub use hypernetwork::{ActiveHypernetwork, Hypernetwork, read_hypernetwork};
 pub use lora::{Lora, LoraModule, NetworkSet, read_lora};
-pub use state::{AdapterFolders, AdapterState, AppliedAdapters, AppliedFile, AppliedLora};
+pub use state::{AdapterFolders, AdapterState, Aliases, AppliedAdapters, AppliedFile, AppliedLora};
 
 /// One network's change to one weight, with its multiplier.
 #[derive(Debug, Clone)]

@@ -29,6 +29,24 @@ pub struct AdapterFolders {
     pub embeddings: Vec<PathBuf>,
     /// Hypernetworks (`.pt`).
     pub hypernetworks: Vec<PathBuf>,
+    /// Files known by another name than their stem (a library match by hash): a tag naming
+    /// the alias uses the file, checked before the folders.
+    pub aliases: Aliases,
+}
+
+/// Name → file for each adapter kind (see [`AdapterFolders::aliases`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Aliases {
+    /// LoRA tag names.
+    pub lora: Vec<(String, PathBuf)>,
+    /// Embedding names as the prompt writes them.
+    pub embeddings: Vec<(String, PathBuf)>,
+    /// Hypernetwork tag names.
+    pub hypernetworks: Vec<(String, PathBuf)>,
+}
+
+fn alias(list: &[(String, PathBuf)], name: &str) -> Option<PathBuf> {
+    list.iter().find(|(n, _)| n == name).map(|(_, p)| p.clone())
 }
 
 /// A LoRA a request used.
@@ -146,9 +164,20 @@ impl AdapterState {
         let mut warnings = Vec::new();
         let mut loaded: Vec<Embedding> = Vec::new();
         let mut files = BTreeMap::new();
-        for path in files_in(&folders.embeddings, EMBEDDING_EXTENSIONS) {
+        let aliased = folders
+            .aliases
+            .embeddings
+            .iter()
+            .map(|(n, p)| (Some(n.clone()), p.clone()));
+        let in_folders = files_in(&folders.embeddings, EMBEDDING_EXTENSIONS)
+            .into_iter()
+            .map(|p| (None, p));
+        for (name, path) in aliased.chain(in_folders) {
             match read_embedding(&path) {
-                Ok(e) => {
+                Ok(mut e) => {
+                    if let Some(name) = name {
+                        e.name = name;
+                    }
                     // A1111 keeps the first file of a name.
                     if files.contains_key(&e.name) {
                         continue;
@@ -197,7 +226,9 @@ impl AdapterState {
         };
         let mut set = NetworkSet::default();
         for tag in &tags.loras {
-            let Some(path) = find(&self.folders.lora, LORA_EXTENSIONS, &tag.name) else {
+            let Some(path) = alias(&self.folders.aliases.lora, &tag.name)
+                .or_else(|| find(&self.folders.lora, LORA_EXTENSIONS, &tag.name))
+            else {
                 out.warnings
                     .push(format!("LoRA `{}` is not installed", tag.name));
                 continue;
@@ -258,11 +289,13 @@ impl AdapterState {
         }
         let mut active = Vec::new();
         for tag in &tags.hypernets {
-            let Some(path) = find(
-                &self.folders.hypernetworks,
-                HYPERNETWORK_EXTENSIONS,
-                &tag.name,
-            ) else {
+            let Some(path) = alias(&self.folders.aliases.hypernetworks, &tag.name).or_else(|| {
+                find(
+                    &self.folders.hypernetworks,
+                    HYPERNETWORK_EXTENSIONS,
+                    &tag.name,
+                )
+            }) else {
                 out.warnings
                     .push(format!("hypernetwork `{}` is not installed", tag.name));
                 continue;
