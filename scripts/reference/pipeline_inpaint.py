@@ -21,9 +21,18 @@ content "original", `inpainting_mask_weight` 1, `mask_round` on):
   * txt2img with an inpainting UNet: `txt2img_image_conditioning`, a 0.5 grey image encoded
     (a VAE sample after `torch.manual_seed(seed)`) behind a mask channel of ones.
 
+Then `inpaint_masks_reference.*`: A1111's mask blur (`cv2.GaussianBlur` with
+`(2 * int(2.5 * blur + 0.5) + 1, 1)`, then `(1, k)`), `masking.fill`, `apply_overlay` with a
+blurred mask on their own, and whole float64 runs with mask blur, masked content `fill` (0),
+`latent noise` (2, the seed's first noise, A1111 `create_random_tensors`), `latent nothing` (3)
+and `inpainting_mask_invert`; for every mode but "original" the picture is filled
+(`masking.fill`) before it is encoded and conditioned.
+
 Writes crates/danlu-diffusion/tests/reference/model/sd1_tiny_inpaint_unet.safetensors and
-crates/danlu-diffusion/tests/reference/pipeline/inpaint_reference.{safetensors,json}.
-Run: .venv/bin/python scripts/reference/pipeline_inpaint.py
+crates/danlu-diffusion/tests/reference/pipeline/inpaint_reference.{safetensors,json},
+inpaint_masks_reference.{safetensors,json}.
+Run with Pillow 9.5 (A1111's pin) and opencv-python-headless:
+PYTHONPATH=/path/to/pillow-9.5 .venv/bin/python scripts/reference/pipeline_inpaint.py
 """
 
 import json
@@ -55,6 +64,50 @@ RUNS = [
          denoising_strength=0.6),
     dict(name="inpaint_9ch_txt2img", model="inpaint", sampler="Euler a", seed=4444, steps=5, cfg_scale=7.0),
 ]
+# Mask blur, masked content and mask invert (`inpaint_masks_reference.*`).
+MASK_RUNS = [
+    dict(name="masks_plain_fill", model="plain", sampler="Euler", seed=5151, steps=6, cfg_scale=7.0,
+         denoising_strength=0.75, mask_blur=4, inpainting_fill=0, inpainting_mask_invert=0),
+    dict(name="masks_plain_latent_noise", model="plain", sampler="Euler a", seed=5252, steps=6, cfg_scale=7.0,
+         denoising_strength=0.8, mask_blur=4, inpainting_fill=2, inpainting_mask_invert=0),
+    dict(name="masks_plain_latent_nothing_inverted", model="plain", sampler="Euler", seed=5353, steps=6,
+         cfg_scale=7.0, denoising_strength=0.9, mask_blur=3, inpainting_fill=3, inpainting_mask_invert=1),
+    dict(name="masks_9ch_fill_blur", model="inpaint", sampler="Euler a", seed=5454, steps=6, cfg_scale=7.0,
+         denoising_strength=0.75, mask_blur=4, inpainting_fill=0, inpainting_mask_invert=0),
+    dict(name="masks_9ch_original_blur", model="inpaint", sampler="Euler", seed=5555, steps=6, cfg_scale=7.0,
+         denoising_strength=0.7, mask_blur=6, inpainting_fill=1, inpainting_mask_invert=0),
+]
+# Blur-only cases on a 48x40 mask: (blur_x, blur_y); 64 on so small a mask reflects many times.
+BLURS = [(4, 4), (1, 1), (3, 7), (0, 5), (64, 64)]
+
+
+def mask_blur(mask_u8, blur_x, blur_y):
+    """A1111 `StableDiffusionProcessingImg2Img.init`: the 8-bit mask through OpenCV."""
+    import cv2
+    np_mask = mask_u8
+    if blur_x > 0:
+        k = 2 * int(2.5 * blur_x + 0.5) + 1
+        np_mask = cv2.GaussianBlur(np_mask, (k, 1), blur_x)
+    if blur_y > 0:
+        k = 2 * int(2.5 * blur_y + 0.5) + 1
+        np_mask = cv2.GaussianBlur(np_mask, (1, k), blur_y)
+    return np_mask
+
+
+def masking_fill(image_u8, mask_u8):
+    """A1111 `modules/masking.py` `fill`, with Pillow (A1111 pins 9.5)."""
+    from PIL import ImageFilter, ImageOps
+    image = Image.fromarray(image_u8)
+    mask = Image.fromarray(mask_u8)
+    image_mod = Image.new('RGBA', (image.width, image.height))
+    image_masked = Image.new('RGBa', (image.width, image.height))
+    image_masked.paste(image.convert("RGBA").convert("RGBa"), mask=ImageOps.invert(mask.convert('L')))
+    image_masked = image_masked.convert('RGBa')
+    for radius, repeats in [(256, 1), (64, 1), (16, 2), (4, 4), (2, 2), (0, 1)]:
+        blurred = image_masked.filter(ImageFilter.GaussianBlur(radius)).convert('RGBA')
+        for _ in range(repeats):
+            image_mod.alpha_composite(blurred)
+    return np.asarray(image_mod.convert("RGB")).copy()
 
 
 class Ldm:
@@ -129,7 +182,12 @@ def run(params, nets, dtype, init_u8, mask_u8):
         ic = torch.nn.functional.pad(ic, (0, 0, 0, 0, 1, 0), value=1.0)
         model = Cfg(wrap, cond, uncond, params["cfg_scale"], ic)
         return fn(model, noise.to(dtype) * sigmas[0], sigmas, disable=True, **kw), None
-    image = torch.from_numpy(np.moveaxis(init_u8.astype(np.float32) / 255.0, 2, 0)[None]).to(dtype)
+    if params.get("inpainting_mask_invert"):
+        mask_u8 = 255 - mask_u8
+    mask_u8 = mask_blur(mask_u8, params.get("mask_blur", 0), params.get("mask_blur", 0))
+    fill = params.get("inpainting_fill", 1)
+    source_u8 = init_u8 if fill == 1 else masking_fill(init_u8, mask_u8)
+    image = torch.from_numpy(np.moveaxis(source_u8.astype(np.float32) / 255.0, 2, 0)[None]).to(dtype)
     torch.manual_seed(seed)
     init_latent = vae_sample(vae, image * 2 - 1, dtype)
     latmask = Image.fromarray(mask_u8).convert("RGB").resize((W // 8, H // 8))
@@ -138,6 +196,11 @@ def run(params, nets, dtype, init_u8, mask_u8):
     latmask = np.tile(latmask[None], (4, 1, 1))
     mask = torch.asarray(1.0 - latmask).to(dtype)
     nmask = torch.asarray(latmask).to(dtype)
+    if fill == 2:
+        # `create_random_tensors(shape, all_seeds[:batch])`: the seed's first noise again.
+        init_latent = init_latent * mask + sr.Rng([seed], shape=(4, H // 8, W // 8)).next().to(dtype) * nmask
+    elif fill == 3:
+        init_latent = init_latent * mask
     ic = None
     if inpaint_model:
         cm = torch.round(torch.from_numpy(mask_u8.astype(np.float32) / 255.0)[None, None]).to(dtype)
@@ -151,11 +214,12 @@ def run(params, nets, dtype, init_u8, mask_u8):
     x = init_latent + noise.to(dtype) * sigmas[0]
     model = Cfg(wrap, cond, uncond, params["cfg_scale"], ic, init_latent, mask, nmask)
     samples = fn(model, x, sigmas, disable=True, **kw)
-    return samples * nmask + init_latent * mask, init_latent
+    return samples * nmask + init_latent * mask, mask_u8
 
 
 def overlay(generated_u8, init_u8, mask_u8):
     """A1111 `apply_overlay` with `mask_for_overlay = clip(mask * 2)` (Pillow compositing)."""
+    H, W = mask_u8.shape
     for_overlay = Image.fromarray(np.clip(mask_u8.astype(np.float32) * 2, 0, 255).astype(np.uint8))
     from PIL import ImageOps
     masked = Image.new("RGBa", (W, H))
@@ -195,6 +259,33 @@ def main():
     meta = {"prompt": pref.PROMPT, "negative_prompt": pref.NEGATIVE, "width": W, "height": H, "runs": RUNS}
     (OUT / "inpaint_reference.json").write_text(json.dumps(meta, indent=1))
     print("wrote", OUT / "inpaint_reference.safetensors")
+
+    # Masks: blur, fill and overlay on their own, then whole runs.
+    yy, xx = np.mgrid[0:40, 0:48]
+    small = np.where((xx - 20) ** 2 + (yy - 18) ** 2 < 150, 255, 0).astype(np.uint8)
+    small[30:, 40:] = np.random.default_rng(7).integers(0, 256, (10, 8), dtype=np.uint8)
+    small_rgb = np.random.default_rng(8).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    masks = {"small_mask": torch.from_numpy(small.copy()), "small_rgb": torch.from_numpy(small_rgb.copy())}
+    for bx, by in BLURS:
+        masks[f"blur_{bx}_{by}"] = torch.from_numpy(mask_blur(small, bx, by).copy())
+    blurred = mask_blur(small, 4, 4)
+    masks["fill_small"] = torch.from_numpy(masking_fill(small_rgb, blurred))
+    generated = np.random.default_rng(9).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    masks["overlay_small"] = torch.from_numpy(overlay(generated, small_rgb, blurred).copy())
+    masks["overlay_generated"] = torch.from_numpy(generated.copy())
+    with torch.no_grad():
+        for params in MASK_RUNS:
+            u = inpaint_unet if params["model"] == "inpaint" else unet
+            nets = (u.to(torch.float64).eval(), vae.to(torch.float64).eval(), text.to(torch.float64).eval())
+            latent, used_mask = run(params, nets, torch.float64, init_u8, mask_u8)
+            masks[params["name"] + "_latent"] = latent.contiguous()
+            image = pref.to_uint8(pref.decode(vae, latent))[0]
+            masks[params["name"] + "_image"] = torch.from_numpy(overlay(image, init_u8, used_mask).copy())[None]
+    save_file(masks, str(OUT / "inpaint_masks_reference.safetensors"))
+    meta = {"prompt": pref.PROMPT, "negative_prompt": pref.NEGATIVE, "width": W, "height": H,
+            "blurs": BLURS, "runs": MASK_RUNS}
+    (OUT / "inpaint_masks_reference.json").write_text(json.dumps(meta, indent=1))
+    print("wrote", OUT / "inpaint_masks_reference.safetensors")
 
 
 if __name__ == "__main__":

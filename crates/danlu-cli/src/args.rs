@@ -302,13 +302,20 @@ pub struct GenerateArgs {
     /// `just-resize`, `crop-and-resize` or `resize-and-fill` (Lanczos, as A1111).
     #[arg(long, default_value = "just-resize")]
     pub resize_mode: String,
-    /// img2img: a mask PNG, white where the picture is repainted (inpainting; no mask blur).
+    /// img2img: a mask PNG, white where the picture is repainted (inpainting).
     #[arg(long, value_name = "FILE")]
     pub mask: Option<PathBuf>,
-    /// Inpainting: A1111 "Masked content" (`original`; `fill`, `latent-noise` and
-    /// `latent-nothing` are not supported yet).
+    /// Inpainting: A1111 "Mask blur", the standard deviation of the Gaussian blur of the mask in
+    /// pixels (0: none).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub mask_blur: u32,
+    /// Inpainting: A1111 "Masked content": `original`, `fill` (blurred colours from around the
+    /// mask), `latent-noise` or `latent-nothing`.
     #[arg(long, default_value = "original")]
     pub inpainting_fill: String,
+    /// Inpainting: repaint where the mask is black (A1111 "Mask mode: Inpaint not masked").
+    #[arg(long)]
+    pub inpainting_mask_invert: bool,
     /// Noise generator: `cpu` (torch on CPU, also ComfyUI) or `nv` (torch on NVIDIA GPUs).
     #[arg(long, default_value = "cpu")]
     pub rng: String,

@@ -8,9 +8,15 @@
 //! inpainting checkpoint is put together at test time from `sd1_tiny`'s text encoder and VAE
 //! and that UNet, and [`Pipeline`] runs the same jobs in float32.
 //!
+//! The same script writes `inpaint_masks_reference.*` (Pillow 9.5 as A1111 pins it, OpenCV):
+//! the mask blur, `masking.fill` and `apply_overlay` on their own, and float64 runs with mask
+//! blur, masked content "fill", "latent noise", "latent nothing" and an inverted mask.
+//!
 //! Tolerances as in `pipeline_parity.rs`: the final latent within 2e-5 of the largest reference
 //! value (float32 network rounding through the steps; PyTorch's own float32 run differs by
-//! about 8e-6), every 8-bit value within 1.
+//! about 8e-6), every 8-bit value within 1. The mask blur may differ by 1 (the kernel's weights
+//! come from `f64::exp` here and OpenCV's software double there; measured: none differ); fill
+//! and overlay are Pillow's integer arithmetic and must match byte for byte.
 
 // Measured errors are printed for the record.
 #![allow(clippy::print_stderr)]
@@ -143,6 +149,9 @@ impl Reference {
                 .unwrap_or_default() as f32,
             fill: InpaintFill::Original,
             mask_weight: 1.0,
+            blur_x: 0,
+            blur_y: 0,
+            invert: false,
         })
     }
 }
@@ -272,11 +281,6 @@ fn unsupported_inpaint_settings_are_refused() -> anyhow::Result<()> {
         LoadOptions::new(tiny_sd1(4)),
     )?;
     let request = reference.request(name)?;
-    let fill = Inpaint {
-        fill: InpaintFill::Fill,
-        ..reference.inpaint(name)?
-    };
-    anyhow::ensure!(p.inpaint(&request, &fill, &mut no_progress()).is_err());
     let short = Inpaint {
         mask: vec![0; 10],
         ..reference.inpaint(name)?
@@ -290,5 +294,171 @@ fn unsupported_inpaint_settings_are_refused() -> anyhow::Result<()> {
         p.inpaint(&ddim, &reference.inpaint(name)?, &mut no_progress())
             .is_err()
     );
+    Ok(())
+}
+
+/// `inpaint_masks_reference.*`: A1111's mask blur (OpenCV), `masking.fill` and `apply_overlay`
+/// (Pillow 9.5) and whole runs with mask blur, masked content and mask invert.
+struct Masks {
+    meta: serde_json::Value,
+    tensors: HashMap<String, Tensor>,
+}
+
+impl Masks {
+    fn load() -> anyhow::Result<Self> {
+        let meta = serde_json::from_str(&std::fs::read_to_string(format!(
+            "{DIR}/inpaint_masks_reference.json"
+        ))?)?;
+        let tensors = candle_core::safetensors::load(
+            format!("{DIR}/inpaint_masks_reference.safetensors"),
+            &Device::Cpu,
+        )?;
+        Ok(Self { meta, tensors })
+    }
+
+    fn bytes(&self, key: &str) -> anyhow::Result<Vec<u8>> {
+        Ok(self
+            .tensors
+            .get(key)
+            .ok_or_else(|| anyhow::anyhow!("reference has no `{key}`"))?
+            .flatten_all()?
+            .to_vec1::<u8>()?)
+    }
+}
+
+/// Largest difference and how many values differ.
+fn byte_gap(got: &[u8], want: &[u8]) -> anyhow::Result<(u8, usize)> {
+    anyhow::ensure!(
+        got.len() == want.len(),
+        "{} values, want {}",
+        got.len(),
+        want.len()
+    );
+    let worst = got.iter().zip(want).map(|(a, b)| a.abs_diff(*b)).max();
+    let off = got.iter().zip(want).filter(|(a, b)| a != b).count();
+    Ok((worst.unwrap_or(0), off))
+}
+
+/// OpenCV's fixed-point 8-bit Gaussian blur: within 1 of `cv2.GaussianBlur` (the kernel's
+/// weights come from `exp` in double precision here, from OpenCV's software double there).
+#[test]
+fn mask_blur_matches_opencv() -> anyhow::Result<()> {
+    let m = Masks::load()?;
+    let mask = m.bytes("small_mask")?;
+    let blurs = m.meta["blurs"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("no blurs"))?;
+    anyhow::ensure!(blurs.len() >= 5);
+    for b in blurs {
+        let (bx, by) = (
+            b[0].as_u64().unwrap_or_default() as u32,
+            b[1].as_u64().unwrap_or_default() as u32,
+        );
+        let got = danlu_diffusion::pipeline::blur_mask(&mask, 48, 40, bx, by);
+        let want = m.bytes(&format!("blur_{bx}_{by}"))?;
+        let (worst, off) = byte_gap(&got, &want)?;
+        eprintln!(
+            "blur {bx}x{by}: {off} of {} values differ, by at most {worst}",
+            got.len()
+        );
+        anyhow::ensure!(worst <= 1, "blur {bx}x{by}: a value differs by {worst}");
+    }
+    Ok(())
+}
+
+/// `masking.fill` (Pillow's box-blur Gaussian blur, premultiplied alpha, `alpha_composite`) and
+/// `apply_overlay` with a blurred mask: Pillow's integer arithmetic, so byte for byte.
+#[test]
+fn fill_and_overlay_match_pillow() -> anyhow::Result<()> {
+    let m = Masks::load()?;
+    let blurred = m.bytes("blur_4_4")?;
+    let rgb = m.bytes("small_rgb")?;
+    let filled = danlu_diffusion::pipeline::fill_masked(&rgb, &blurred, 48, 40);
+    let (worst, off) = byte_gap(&filled, &m.bytes("fill_small")?)?;
+    eprintln!(
+        "fill: {off} of {} values differ, by at most {worst}",
+        filled.len()
+    );
+    anyhow::ensure!(worst == 0, "fill: a value differs by {worst}");
+    let mut generated = m.bytes("overlay_generated")?;
+    danlu_diffusion::pipeline::apply_overlay(&mut generated, &rgb, &blurred);
+    let (worst, off) = byte_gap(&generated, &m.bytes("overlay_small")?)?;
+    eprintln!(
+        "overlay: {off} of {} values differ, by at most {worst}",
+        generated.len()
+    );
+    anyhow::ensure!(worst == 0, "overlay: a value differs by {worst}");
+    Ok(())
+}
+
+/// Whole runs with mask blur, "fill", "latent noise", "latent nothing" and an inverted mask,
+/// against the float64 reference: the final latent within [`LATENT_TOLERANCE`] of the largest
+/// reference value, every 8-bit value within 1.
+#[test]
+fn mask_settings_match_a1111() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let reference = Reference::load()?;
+    let masks = Masks::load()?;
+    let plain = Pipeline::load(
+        format!("{MODEL_DIR}/sd1_tiny.safetensors"),
+        LoadOptions::new(tiny_sd1(4)),
+    )?;
+    let inpainting = inpainting_pipeline(dir.path())?;
+    let runs = masks.meta["runs"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("no runs"))?;
+    anyhow::ensure!(runs.len() >= 5);
+    for r in runs {
+        let name = r["name"].as_str().unwrap_or_default();
+        let num = |k: &str| {
+            r[k].as_f64()
+                .ok_or_else(|| anyhow::anyhow!("{name}: no `{k}`"))
+        };
+        let (sampler, scheduler) = parse_sampler_name(
+            r["sampler"].as_str().unwrap_or_default(),
+            Scheduler::Automatic,
+        )?;
+        let request = Request {
+            steps: num("steps")? as usize,
+            cfg_scale: num("cfg_scale")? as f32,
+            sampler,
+            scheduler,
+            seed: num("seed")? as u64,
+            ..reference.request("inpaint_plain_img2img")?
+        };
+        let blur = num("mask_blur")? as u32;
+        let inpaint = Inpaint {
+            denoising_strength: num("denoising_strength")? as f32,
+            fill: InpaintFill::parse_name(&num("inpainting_fill")?.to_string())?,
+            blur_x: blur,
+            blur_y: blur,
+            invert: num("inpainting_mask_invert")? != 0.0,
+            ..reference.inpaint("inpaint_plain_img2img")?
+        };
+        let p = if r["model"] == "inpaint" {
+            &inpainting
+        } else {
+            &plain
+        };
+        let images = p.inpaint(&request, &inpaint, &mut no_progress())?;
+        let latents = Tensor::stack(
+            &images.iter().map(|i| i.latent.clone()).collect::<Vec<_>>(),
+            0,
+        )?;
+        let want = masks
+            .tensors
+            .get(&format!("{name}_latent"))
+            .ok_or_else(|| anyhow::anyhow!("{name}: no latent"))?;
+        let e = relative_error(&latents, want)?;
+        let (worst, off) = byte_gap(&images[0].pixels, &masks.bytes(&format!("{name}_image"))?)?;
+        eprintln!(
+            "{name}: latent relative error {e:.2e}; 8-bit: {off} values differ, by at most {worst}"
+        );
+        anyhow::ensure!(
+            e < LATENT_TOLERANCE,
+            "{name}: latent relative error {e:.2e}"
+        );
+        anyhow::ensure!(worst <= 1, "{name}: an 8-bit value differs by {worst}");
+    }
     Ok(())
 }

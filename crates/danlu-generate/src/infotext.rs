@@ -1,6 +1,6 @@
 //! The parameters A1111 writes for an image (`modules/processing.py` `create_infotext`).
 
-use crate::{Job, LoadedModel};
+use crate::{InpaintFill, Job, LoadedModel, Mask};
 use danlu_diffusion::pipeline::Image;
 use danlu_diffusion::prompt::Emphasis;
 use danlu_diffusion::rng::RngSource;
@@ -90,9 +90,61 @@ pub fn generation_params(model: &LoadedModel, job: &Job, image: &Image) -> Gener
     params
 }
 
+/// The fields A1111 adds for an inpainting job (`modules/processing.py`
+/// `StableDiffusionProcessingImg2Img.init`): `Mask blur` when there is a blur (A1111's
+/// `mask_blur` property: the blur when both directions agree, otherwise nothing), `Mask mode:
+/// Inpaint not masked` when inverted, `Masked content` for every mode but "original".
+pub fn add_mask_params(mask: &Mask, params: &mut GenerationParams) {
+    let extra = &mut params.extra;
+    if mask.invert {
+        extra.insert("Mask mode".to_owned(), "Inpaint not masked".to_owned());
+    }
+    if let Some(blur) = mask.blur().filter(|&b| b > 0) {
+        extra.insert("Mask blur".to_owned(), blur.to_string());
+    }
+    if mask.fill != InpaintFill::Original {
+        extra.insert("Masked content".to_owned(), mask.fill.label().to_owned());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mask_settings_are_written_as_a1111_writes_them() {
+        let mut params = GenerationParams::default();
+        add_mask_params(&Mask::new(vec![255]), &mut params);
+        assert_eq!(params.extra.get("Mask blur").map(String::as_str), Some("4"));
+        assert!(!params.extra.contains_key("Masked content"));
+        assert!(!params.extra.contains_key("Mask mode"));
+        let mut params = GenerationParams::default();
+        let mask = Mask {
+            blur_x: 0,
+            blur_y: 0,
+            fill: InpaintFill::LatentNoise,
+            invert: true,
+            ..Mask::new(vec![255])
+        };
+        add_mask_params(&mask, &mut params);
+        assert!(!params.extra.contains_key("Mask blur"));
+        assert_eq!(
+            params.extra.get("Masked content").map(String::as_str),
+            Some("latent noise")
+        );
+        assert_eq!(
+            params.extra.get("Mask mode").map(String::as_str),
+            Some("Inpaint not masked")
+        );
+        // Uneven blurs: A1111's `mask_blur` is None and the key is left out.
+        let mut params = GenerationParams::default();
+        let mask = Mask {
+            blur_y: 8,
+            ..Mask::new(vec![255])
+        };
+        add_mask_params(&mask, &mut params);
+        assert!(!params.extra.contains_key("Mask blur"));
+    }
 
     #[test]
     fn automatic_schedule_is_written_as_the_samplers_own() {

@@ -11,13 +11,15 @@ mod adapters;
 mod error;
 mod image;
 mod infotext;
+mod mask;
 mod output;
 mod shapes;
 
 pub use adapters::AdapterUse;
 pub use error::{Error, Result};
 pub use image::{encode_png, read_init_image};
-pub use infotext::{generation_params, resolved_scheduler};
+pub use infotext::{add_mask_params, generation_params, resolved_scheduler};
+pub use mask::{DEFAULT_MASK_BLUR, InpaintFill, Mask};
 pub use output::{output_paths, random_seed};
 pub use shapes::{
     ShapesFile, TextShape, UnetShape, VaeShape, choose_architecture, parse_family, shapes_sidecar,
@@ -213,18 +215,18 @@ impl LoadedModel {
 }
 
 impl LoadedModel {
-    /// Runs `job` as inpainting (A1111 img2img with a mask, see
+    /// Runs `job` as inpainting (A1111 img2img with a mask, "Inpaint area: Whole picture"; see
     /// [`Pipeline::inpaint`](danlu_diffusion::pipeline::Pipeline::inpaint)): `job.img2img` is
-    /// the picture and the strength, `mask` one 8-bit value per pixel (white is repainted).
+    /// the picture and the strength, `mask` the mask (the init image's size) and its settings.
+    /// The infotext gains A1111's `Mask blur`, `Mask mode` and `Masked content`.
     ///
     /// # Errors
-    /// As [`LoadedModel::generate`]; also without `job.img2img`, or for settings the engine does
-    /// not support yet.
+    /// As [`LoadedModel::generate`]; also without `job.img2img`, for a mask of another size
+    /// than the init image, or for settings the engine does not support (timestep samplers).
     pub fn inpaint(
         &self,
         job: &Job,
-        mask: Vec<u8>,
-        fill: danlu_diffusion::pipeline::InpaintFill,
+        mask: &Mask,
         progress: &mut ProgressFn<'_>,
     ) -> Result<Vec<Generated>> {
         job.request.validate()?;
@@ -237,16 +239,20 @@ impl LoadedModel {
         };
         let inpaint = danlu_diffusion::pipeline::Inpaint {
             image: init.image.clone(),
-            mask,
+            mask: mask.pixels.clone(),
             denoising_strength: init.denoising_strength,
-            fill,
+            fill: mask.fill,
             mask_weight: 1.0,
+            blur_x: mask.blur_x,
+            blur_y: mask.blur_y,
+            invert: mask.invert,
         };
         let images = self.pipeline.inpaint(&job.request, &inpaint, progress)?;
         images
             .into_iter()
             .map(|image| {
-                let params = generation_params(self, job, &image);
+                let mut params = generation_params(self, job, &image);
+                add_mask_params(mask, &mut params);
                 let parameters = danlu_pnginfo::to_a1111_infotext(&params);
                 let png = danlu_pnginfo::write_png_parameters(&encode_png(&image)?, &parameters)?;
                 Ok(Generated {

@@ -126,7 +126,8 @@ pub fn run(
         other => other,
     };
     // A1111 img2img with a mask: the mask as 8-bit grey (Pillow `convert("L")`), resized like the
-    // init image.
+    // init image. A mask of another size is resized before it is blurred (A1111 blurs it at its
+    // own size, then resizes).
     let mask = args
         .mask
         .as_deref()
@@ -157,7 +158,14 @@ pub fn run(
             Ok(grey.pixels.chunks_exact(3).map(|p| p[0]).collect())
         })
         .transpose()?;
-    let fill = danlu_diffusion::pipeline::InpaintFill::parse_name(&args.inpainting_fill)?;
+    let fill = danlu_generate::InpaintFill::parse_name(&args.inpainting_fill)?;
+    let mask = mask.map(|pixels| danlu_generate::Mask {
+        pixels,
+        blur_x: args.mask_blur,
+        blur_y: args.mask_blur,
+        fill,
+        invert: args.inpainting_mask_invert,
+    });
     let seed = match args.seed {
         s if s >= 0 => s as u64,
         _ => danlu_generate::random_seed(),
@@ -255,7 +263,7 @@ pub fn run(
         }
     };
     let generated = match mask {
-        Some(mask) => model.inpaint(&job, mask, fill, &mut on_step),
+        Some(mask) => model.inpaint(&job, &mask, &mut on_step),
         None => model.generate(&job, &mut on_step),
     };
     if let Some(t) = task {

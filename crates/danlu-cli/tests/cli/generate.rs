@@ -506,6 +506,8 @@ fn mask_inpaints_like_a1111() {
         s(&init),
         "--mask",
         s(&mask),
+        "--mask-blur",
+        "0",
         "--denoising-strength",
         "0.75",
         "--sampler",
@@ -532,6 +534,41 @@ fn mask_inpaints_like_a1111() {
     assert!(worst <= 1, "an 8-bit value differs by {worst}");
     let p = danlu_pnginfo::read_image(&out).unwrap();
     assert_eq!(p.denoising_strength, Some(0.75));
+    assert!(!p.extra.contains_key("Mask blur"));
+
+    // The mask settings reach the infotext under A1111's keys.
+    let out2 = env.path("inpainted_inverted.png");
+    let o = env.run(&[
+        "generate",
+        "--checkpoint",
+        s(&ckpt),
+        "--model-config",
+        s(&cfg),
+        "--prompt",
+        PROMPT,
+        "--init-image",
+        s(&init),
+        "--mask",
+        s(&mask),
+        "--inpainting-fill",
+        "latent-nothing",
+        "--inpainting-mask-invert",
+        "--steps",
+        "2",
+        "-o",
+        s(&out2),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let p = danlu_pnginfo::read_image(&out2).unwrap();
+    assert_eq!(p.extra.get("Mask blur").map(String::as_str), Some("4"));
+    assert_eq!(
+        p.extra.get("Masked content").map(String::as_str),
+        Some("latent nothing")
+    );
+    assert_eq!(
+        p.extra.get("Mask mode").map(String::as_str),
+        Some("Inpaint not masked")
+    );
 }
 
 /// With `--root`, adapters come from the library: its LoRA, embedding and hypernetwork folders

@@ -26,11 +26,13 @@
 
 mod image;
 mod inpaint;
+mod mask;
 mod resize;
 
 pub use image::{InitImage, to_rgb8};
 pub use inpaint::{Inpaint, InpaintFill};
-use inpaint::{LatentBlend, MaskedDenoiser, latent_masks, overlay};
+use inpaint::{LatentBlend, MaskedDenoiser, latent_masks};
+pub use mask::{apply_overlay, blur_mask, fill_masked, invert_mask};
 pub use resize::{Filter, ResizeMode, lanczos_resize, resample, resize_image};
 
 use std::ops::ControlFlow;
@@ -493,20 +495,25 @@ impl Pipeline {
     }
 
     /// Inpainting: img2img that repaints where `inpaint.mask` is white (A1111 img2img with a
-    /// mask, "Inpaint area: Whole picture", no mask blur).
+    /// mask, "Inpaint area: Whole picture").
     ///
-    /// As A1111 `processing.py`: the mask resized to the latent (Pillow's bicubic) and rounded
-    /// gives `mask`/`nmask`; every denoised prediction and the final latent are blended
+    /// As A1111 `processing.py` (`StableDiffusionProcessingImg2Img.init`, `sample`): the mask
+    /// inverted when asked, blurred ([`blur_mask`]); for every masked-content mode but
+    /// "original" the picture's masked part filled with blurred colours from around it
+    /// ([`fill_masked`], A1111 `masking.fill`) before it is encoded; the mask resized to the
+    /// latent (Pillow's bicubic) and rounded gives `mask`/`nmask`; "latent noise" replaces the
+    /// masked latent by the first seeds' noise (`create_random_tensors`), "latent nothing" zeroes
+    /// it; every denoised prediction and the final latent are blended
     /// `x * nmask + init_latent * mask`; an inpainting UNet also gets
-    /// `inpainting_image_conditioning` (the rounded mask and the latent of the image with the
-    /// masked part blanked, `inpainting_mask_weight` of the way); the decoded picture gets the
-    /// original pixels back outside the mask (`apply_overlay` with `clip(mask * 2)`). The VAE
-    /// samples come from one `torch.manual_seed(seed)` generator, the init image's first, then
-    /// the masked image's (see [`Pipeline::img2img`]).
+    /// `inpainting_image_conditioning` (the rounded mask and the latent of the (filled) image
+    /// with the masked part blanked, `inpainting_mask_weight` of the way); the decoded picture
+    /// gets the original pixels back outside the mask (`apply_overlay` with `clip(mask * 2)`).
+    /// The VAE samples come from one `torch.manual_seed(seed)` generator, the init image's
+    /// first, then the masked image's (see [`Pipeline::img2img`]).
     ///
     /// # Errors
-    /// As [`Pipeline::img2img`]; also for a mask of the wrong size, a masked-content mode other
-    /// than "original" (not supported yet), or a timestep sampler (DDIM, PLMS, UniPC).
+    /// As [`Pipeline::img2img`]; also for a mask of the wrong size or a timestep sampler (DDIM,
+    /// PLMS, UniPC).
     pub fn inpaint(
         &self,
         request: &Request,
@@ -520,12 +527,6 @@ impl Pipeline {
                 reason: format!("{} values for a {w}x{h} image", inpaint.mask.len()),
             });
         }
-        if inpaint.fill != InpaintFill::Original {
-            return Err(Error::Invalid {
-                what: "masked content",
-                reason: format!("`{}` is not supported yet", inpaint.fill.label()),
-            });
-        }
         if request.sampler.info().timesteps {
             return Err(Error::Invalid {
                 what: "sampler",
@@ -535,12 +536,28 @@ impl Pipeline {
                 ),
             });
         }
+        let mut mask = inpaint.mask.clone();
+        if inpaint.invert {
+            invert_mask(&mut mask);
+        }
+        let mask = blur_mask(&mask, w, h, inpaint.blur_x, inpaint.blur_y);
+        let image = match inpaint.fill {
+            InpaintFill::Original => inpaint.image.clone(),
+            _ => InitImage::new(w, h, fill_masked(&inpaint.image.pixels, &mask, w, h))?,
+        };
+        let prepared = Inpaint {
+            mask,
+            blur_x: 0,
+            blur_y: 0,
+            invert: false,
+            ..inpaint.clone()
+        };
         let init = Img2Img {
-            image: inpaint.image.clone(),
+            image,
             denoising_strength: inpaint.denoising_strength,
         };
         self.check_img2img(request, &init)?;
-        self.run(request, Some((&init, Some(inpaint))), progress)
+        self.run(request, Some((&init, Some(&prepared))), progress)
     }
 
     /// Image to image: the init image is encoded, noised to the strength's sigma and denoised.
@@ -647,6 +664,20 @@ impl Pipeline {
             .and_then(|(init, mask)| mask.map(|m| (init, m)))
             .map(|(init, m)| latent_masks(&init.image, &m.mask, channels, &self.device))
             .transpose()?;
+        // A1111 `init`: "latent noise" and "latent nothing" change the masked latent.
+        let x0 = match (x0, &masks, init.and_then(|(_, m)| m).map(|m| m.fill)) {
+            (Some(x0), Some((mask, nmask)), Some(InpaintFill::LatentNoise)) => {
+                let seeds: Vec<u64> = (0..b).map(|i| request.seed_of(i)).collect();
+                let noise = crate::rng::ImageRng::new([channels, h, w], &seeds, request.rng)
+                    .first()?
+                    .to_device(&self.device)?;
+                Some((x0.broadcast_mul(mask)? + noise.broadcast_mul(nmask)?)?)
+            }
+            (Some(x0), Some((mask, _)), Some(InpaintFill::LatentNothing)) => {
+                Some(x0.broadcast_mul(mask)?)
+            }
+            (x0, _, _) => x0,
+        };
         let img2img_conditioning = match init {
             Some((init, mask)) if self.is_inpainting() => {
                 Some(self.inpainting_conditioning(&init.image, mask, b, &mut generator)?)
@@ -751,8 +782,8 @@ impl Pipeline {
             for (i, &seed) in seeds.iter().enumerate() {
                 let latent = latents.get(i)?;
                 let mut pixels = self.decode(&latent)?;
-                if let Some((init, Some(m))) = init {
-                    overlay(&mut pixels, &init.image.pixels, &m.mask);
+                if let Some((_, Some(m))) = init {
+                    apply_overlay(&mut pixels, &m.image.pixels, &m.mask);
                 }
                 images.push(Image {
                     width: request.width,
