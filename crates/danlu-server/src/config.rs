@@ -67,6 +67,9 @@ pub struct ServerConfig {
     pub auth: Vec<Credential>,
     /// The largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// Hash the library's files in the background after startup and after each refresh (on
+    /// by default); a checkpoint is hashed when it is loaded either way.
+    pub hash_in_background: bool,
 }
 
 impl ServerConfig {
@@ -80,6 +83,7 @@ impl ServerConfig {
             insecure: false,
             auth: Vec::new(),
             body_limit: DEFAULT_BODY_LIMIT,
+            hash_in_background: true,
         }
     }
 

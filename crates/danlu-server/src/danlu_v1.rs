@@ -633,6 +633,8 @@ async fn reproduce(
             job: Box::new(job),
             label: "reproduce",
             task: None,
+            save_to: None,
+            mask: None,
         })
         .await?;
     if let crate::engine::Output::Images {

@@ -5,6 +5,7 @@
 //! at the next step.
 
 use crate::error::ApiError;
+use crate::library::Library;
 use crate::{Error, Result};
 use axum::http::StatusCode;
 use base64::Engine as _;
@@ -14,7 +15,7 @@ use danlu_generate::{Generated, Job, LoadedModel, ModelSpec};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::Instant;
@@ -35,6 +36,12 @@ pub(crate) enum Work {
         label: &'static str,
         /// The client's task id (A1111 `force_task_id`), shown in the queue.
         task: Option<String>,
+        /// Where to save the images (A1111 `save_images`): a folder such as
+        /// `outputs/txt2img-images`, under which each day has its own folder.
+        save_to: Option<PathBuf>,
+        /// The inpainting mask (img2img with a mask), and where the result goes back for
+        /// "Inpaint area: Only masked".
+        mask: Option<Box<(danlu_generate::Mask, Option<PasteBack>)>>,
     },
 }
 
@@ -228,14 +235,21 @@ pub(crate) struct Ticket {
 
 impl Engine {
     /// Starts the engine thread; prompts find LoRAs, embeddings and hypernetworks in
-    /// `folders`.
-    pub(crate) fn start(folders: AdapterFolders) -> Result<Self> {
+    /// `folders`, and hashes computed on load are stored in `library`.
+    pub(crate) fn start(folders: AdapterFolders, library: Arc<Library>) -> Result<Self> {
         let (tx, rx) = mpsc::channel::<Task>();
         let status = Arc::new(Status::default());
         let thread_status = Arc::clone(&status);
         std::thread::Builder::new()
             .name("danlu-engine".to_owned())
-            .spawn(move || run(&rx, &thread_status, &folders))
+            .spawn(move || {
+                let ctx = Context {
+                    status: &thread_status,
+                    folders: &folders,
+                    library: &library,
+                };
+                run(&rx, &ctx);
+            })
             .map_err(Error::Serve)?;
         Ok(Self { tx, status })
     }
@@ -275,8 +289,16 @@ impl Engine {
     }
 }
 
+/// What the engine thread works with besides its tasks.
+struct Context<'a> {
+    status: &'a Status,
+    folders: &'a AdapterFolders,
+    library: &'a Library,
+}
+
 /// The engine loop: one task at a time, the loaded model kept between tasks.
-fn run(rx: &mpsc::Receiver<Task>, status: &Status, folders: &AdapterFolders) {
+fn run(rx: &mpsc::Receiver<Task>, ctx: &Context<'_>) {
+    let status = ctx.status;
     let mut loaded: Option<LoadedModel> = None;
     while let Ok(task) = rx.recv() {
         let label = {
@@ -313,7 +335,7 @@ fn run(rx: &mpsc::Receiver<Task>, status: &Status, folders: &AdapterFolders) {
         let reply = &task.reply;
         // A panic in the engine fails this job only; the queue goes on with a fresh model.
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            run_work(task.work, &mut loaded, status, reply, folders)
+            run_work(task.work, &mut loaded, ctx, reply)
         }))
         .unwrap_or_else(|_| {
             tracing::error!(id = task.id, "the engine panicked; the model is unloaded");
@@ -337,14 +359,20 @@ fn run(rx: &mpsc::Receiver<Task>, status: &Status, folders: &AdapterFolders) {
 fn run_work(
     work: Work,
     loaded: &mut Option<LoadedModel>,
-    status: &Status,
+    ctx: &Context<'_>,
     reply: &oneshot::Sender<std::result::Result<Output, ApiError>>,
-    folders: &AdapterFolders,
 ) -> std::result::Result<Output, ApiError> {
+    let status = ctx.status;
     match work {
-        Work::Load(spec) => ensure_loaded(loaded, spec, status, folders).map(Output::Loaded),
-        Work::Generate { spec, job, .. } => {
-            let model = ensure_loaded(loaded, spec, status, folders)?;
+        Work::Load(spec) => ensure_loaded(loaded, spec, ctx).map(Output::Loaded),
+        Work::Generate {
+            spec,
+            job,
+            save_to,
+            mask,
+            ..
+        } => {
+            let model = ensure_loaded(loaded, spec, ctx)?;
             let Some(m) = loaded.as_mut() else {
                 return Err(ApiError::with_status(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -355,31 +383,83 @@ fn run_work(
             let applied = m
                 .apply_adapters(&job, &StatusReporter(status), &status.interrupt)
                 .map_err(|e| generate_error(&e))?;
-            generate(m, &job, status, reply).map(|(images, interrupted)| Output::Images {
-                images,
-                interrupted,
-                model,
-                warnings: applied.warnings,
+            let mut warnings = applied.warnings;
+            let mask = mask.as_deref().map(|(m, p)| (m, p.as_ref()));
+            generate(m, &job, mask, status, reply).map(|(images, interrupted)| {
+                if let Some(dir) = save_to {
+                    // The engine runs one job at a time, so numbers never collide.
+                    if let Err(e) = save_images(&dir, &images) {
+                        warnings.push(format!("images not saved: {e}"));
+                    }
+                }
+                Output::Images {
+                    images,
+                    interrupted,
+                    model,
+                    warnings,
+                }
             })
         }
     }
 }
 
+/// Whether `a` and `b` load the same networks (the hashes known in advance only save work).
+fn same_model(a: &ModelSpec, b: &ModelSpec) -> bool {
+    let mut b = b.clone();
+    b.known_hashes = a.known_hashes.clone();
+    *a == b
+}
+
+/// The AutoV2 of a library file: the one known in advance, else the cache's when still fresh
+/// (the background hasher may have got there since the request), else hashed now and stored
+/// (A1111 computes the sha256 of a checkpoint it loads, `modules/sd_models.py`
+/// `CheckpointInfo.calculate_shorthash`). `None` for a folder (a diffusers model has no
+/// single-file hash).
+fn library_hash(
+    known: Option<String>,
+    path: &Path,
+    ctx: &Context<'_>,
+) -> std::result::Result<Option<String>, ApiError> {
+    if known.is_some() || !path.is_file() {
+        return Ok(known);
+    }
+    if let Some(h) = ctx.library.fresh_hashes(path).and_then(|h| h.autov2) {
+        return Ok(Some(h));
+    }
+    let hashes = danlu_hash::hash_file(path, &StatusReporter(ctx.status), &ctx.status.interrupt)
+        .map_err(|e| match e {
+            danlu_hash::Error::Cancelled { .. } => {
+                ApiError::with_status(StatusCode::CONFLICT, "interrupted while hashing")
+            }
+            e => ApiError::internal(&e),
+        })?;
+    let record = danlu_library::RecordHashes::from_hashes(&hashes);
+    if let Err(e) = ctx.library.store_hashes(path, &record) {
+        tracing::warn!(path = %path.display(), error = %e.message, "hash not stored");
+    }
+    Ok(Some(hashes.autov2))
+}
+
 /// Loads `spec` unless it is loaded already.
 fn ensure_loaded(
     loaded: &mut Option<LoadedModel>,
-    spec: ModelSpec,
-    status: &Status,
-    folders: &AdapterFolders,
+    mut spec: ModelSpec,
+    ctx: &Context<'_>,
 ) -> std::result::Result<LoadedInfo, ApiError> {
+    let (status, folders) = (ctx.status, ctx.folders);
     if let Some(model) = loaded.as_ref()
-        && model.spec == spec
+        && same_model(&model.spec, &spec)
     {
         return Ok(LoadedInfo::of(model));
     }
     // Free the old networks first: two checkpoints may not fit in memory.
     *loaded = None;
     status.lock().loaded = None;
+    spec.known_hashes.checkpoint =
+        library_hash(spec.known_hashes.checkpoint.take(), &spec.checkpoint, ctx)?;
+    if let Some(vae) = spec.vae_file().map(Path::to_path_buf) {
+        spec.known_hashes.vae = library_hash(spec.known_hashes.vae.take(), &vae, ctx)?;
+    }
     let mut model = LoadedModel::load(spec, &StatusReporter(status), &status.interrupt)
         .map_err(|e| generate_error(&e))?;
     for warning in model.set_adapter_folders(folders.clone()) {
@@ -397,6 +477,7 @@ fn ensure_loaded(
 fn generate(
     model: &LoadedModel,
     job: &Job,
+    mask: Option<(&danlu_generate::Mask, Option<&PasteBack>)>,
     status: &Status,
     reply: &oneshot::Sender<std::result::Result<Output, ApiError>>,
 ) -> std::result::Result<(Vec<Generated>, bool), ApiError> {
@@ -453,8 +534,19 @@ fn generate(
                 ControlFlow::Continue(())
             }
         };
-        match model.generate(&one, &mut on_step) {
-            Ok(images) => out.extend(images),
+        let made = match mask {
+            Some((mask, _)) => model.inpaint(&one, mask, &mut on_step),
+            None => model.generate(&one, &mut on_step),
+        };
+        match made {
+            Ok(mut images) => {
+                if let Some((_, Some(paste))) = mask {
+                    for g in &mut images {
+                        paste_back(g, paste)?;
+                    }
+                }
+                out.extend(images);
+            }
             Err(danlu_generate::Error::Engine(e))
                 if matches!(*e, danlu_diffusion::Error::Cancelled { .. }) =>
             {
@@ -467,6 +559,91 @@ fn generate(
         }
     }
     Ok((out, false))
+}
+
+/// "Inpaint area: Only masked": the picture, the part inpainted and where it goes.
+#[derive(Debug)]
+pub(crate) struct PasteBack {
+    /// The init image at its own size.
+    pub(crate) original: danlu_diffusion::pipeline::InitImage,
+    /// The mask at that size, inverted and blurred as asked (A1111 `mask_for_overlay`).
+    pub(crate) overlay: Vec<u8>,
+    /// The part inpainted: `x1, y1, x2, y2`, ends excluded (A1111 `paste_to`).
+    pub(crate) region: (usize, usize, usize, usize),
+    /// A1111 `inpaint_full_res_padding`.
+    pub(crate) padding: usize,
+    /// The request's mask settings (for the infotext; no pixels).
+    pub(crate) settings: danlu_generate::Mask,
+}
+
+/// Puts an inpainted part back into the whole picture (A1111 `processing.apply_overlay` with a
+/// `paste_loc`): scaled to the region ("Crop and resize"), pasted, then the original
+/// composited over it outside the mask. The infotext gains A1111's `Mask blur`/`Mask mode`
+/// of the request, `Inpaint area: Only masked` and `Masked area padding`, and the PNG is
+/// made again.
+fn paste_back(g: &mut Generated, p: &PasteBack) -> std::result::Result<(), ApiError> {
+    use danlu_diffusion::pipeline::{InitImage, ResizeMode, apply_overlay, resize_image};
+    let internal = |e: &dyn std::fmt::Display| {
+        ApiError::with_status(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("pasting back: {e}"),
+        )
+    };
+    let (x1, y1, x2, y2) = p.region;
+    let (w0, w, h) = (p.original.width, x2 - x1, y2 - y1);
+    let made = InitImage::new(g.image.width, g.image.height, g.image.pixels.clone())
+        .map_err(|e| internal(&e))?;
+    let part = resize_image(ResizeMode::CropAndResize, &made, w, h).map_err(|e| internal(&e))?;
+    let mut pixels = p.original.pixels.clone();
+    for row in 0..h {
+        let at = ((y1 + row) * w0 + x1) * 3;
+        pixels[at..at + w * 3].copy_from_slice(&part.pixels[row * w * 3..(row + 1) * w * 3]);
+    }
+    // `apply_overlay` takes A1111's whole-picture overlay mask (`clip(mask * 2)`); only-masked
+    // uses the mask as it is, so it gets half (rounded up) of each value.
+    let half: Vec<u8> = p.overlay.iter().map(|m| m.div_ceil(2)).collect();
+    apply_overlay(&mut pixels, &p.original.pixels, &half);
+    g.image.pixels = pixels;
+    g.image.width = p.original.width;
+    g.image.height = p.original.height;
+    g.params.extra.remove("Mask blur");
+    g.params.extra.remove("Mask mode");
+    danlu_generate::add_mask_params(&p.settings, &mut g.params);
+    g.params
+        .extra
+        .insert("Inpaint area".to_owned(), "Only masked".to_owned());
+    g.params
+        .extra
+        .insert("Masked area padding".to_owned(), p.padding.to_string());
+    g.parameters = danlu_pnginfo::to_a1111_infotext(&g.params);
+    let png = danlu_generate::encode_png(&g.image).map_err(|e| internal(&e))?;
+    g.png = danlu_pnginfo::write_png_parameters(&png, &g.parameters).map_err(|e| internal(&e))?;
+    Ok(())
+}
+
+/// Saves images as A1111 does with its default settings (`modules/images.py` `save_image`:
+/// `save_to_dirs` with the `[date]` folder pattern, files `NNNNN-SEED.png` numbered on from the
+/// highest number in the folder), each written atomically and never over an existing file.
+/// The date is UTC. Returns the files written.
+pub(crate) fn save_images(
+    dir: &Path,
+    images: &[Generated],
+) -> std::result::Result<Vec<PathBuf>, String> {
+    if images.is_empty() {
+        return Ok(Vec::new());
+    }
+    let stamp = timestamp_now();
+    let day = format!("{}-{}-{}", &stamp[0..4], &stamp[4..6], &stamp[6..8]);
+    let dir = dir.join(day);
+    let seeds: Vec<u64> = images.iter().map(|g| g.image.seed).collect();
+    let paths = danlu_generate::output_paths(&dir, &seeds).map_err(|e| e.to_string())?;
+    let mut written = Vec::with_capacity(paths.len());
+    for (path, image) in paths.iter().zip(images) {
+        let path = danlu_fs::write_atomic(path, &image.png, danlu_fs::Overwrite::Never)
+            .map_err(|e| e.to_string())?;
+        written.push(path);
+    }
+    Ok(written)
 }
 
 /// Maps a job error: bad requests and unsupported models are 422, the rest 500.

@@ -5,6 +5,12 @@
 //!   [`parse_api_auth`] reads `user:pass[,user2:pass2]`.
 //! - [`Server`]: [`Server::bind`] prepares the root (created in A1111 layout when missing),
 //!   scans it, starts the engine and binds; [`Server::run`] serves until shutdown.
+//! - Hashes: the library is hashed in the background after startup and after each refresh
+//!   that finds new files (the library's incremental scan, on its own cache connection), so
+//!   checkpoint titles gain A1111's `[SHORTHASH]`; a checkpoint or VAE still unhashed is hashed
+//!   when loaded, as A1111 does, and stored.
+//! - Images are saved when asked (`save_images`, which the UI always sets) as A1111 saves them:
+//!   `ROOT/outputs/txt2img-images/YYYY-MM-DD/NNNNN-SEED.png` (and `img2img-images`).
 //! - Routes: `/sdapi/v1/*` (A1111's paths, fields and defaults; `modules/api/api.py`),
 //!   `/danlu/v1/*` (library, doctor, tags, inspect and file uploads, image parameters, queue,
 //!   server-sent progress), `/openapi.json`, `/docs` and the UI at `/`.

@@ -4,11 +4,11 @@
 use crate::error::{ApiError, ApiResult};
 use crate::{Error, Result};
 use axum::http::StatusCode;
-use danlu_library::{Cache, ModelRecord, Root, ScanOptions};
+use danlu_library::{Cache, ModelRecord, RecordHashes, Root, ScanOptions};
 use danlu_types::{Kind, NoProgress};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 
 /// Creates `path` in A1111 layout when it does not exist (`models/Stable-diffusion`,
 /// `models/VAE`, `models/Lora`, `embeddings`, ...), then opens it.
@@ -62,6 +62,39 @@ pub(crate) struct Library {
     pub(crate) root: Root,
     cache: Mutex<Cache>,
     records: RwLock<Arc<Vec<ModelRecord>>>,
+    /// Set when the background hasher should scan again (new files after a refresh).
+    hash_wanted: Mutex<bool>,
+    hash_signal: Condvar,
+}
+
+/// Publishes the library's records each time the background scan has stored one more hash
+/// (the scan's own `hashing` task advances once per file stored; the per-file tasks of
+/// `danlu_hash::hash_file` are told apart by their longer label).
+struct PublishOnHash<'a> {
+    library: &'a Library,
+    task: Mutex<Option<danlu_types::TaskId>>,
+    next: AtomicU64,
+}
+
+impl danlu_types::Reporter for PublishOnHash<'_> {
+    fn start(&self, label: &str, _total: Option<u64>) -> danlu_types::TaskId {
+        let id = danlu_types::TaskId(self.next.fetch_add(1, Ordering::Relaxed));
+        if label == "hashing"
+            && let Ok(mut t) = self.task.lock()
+        {
+            *t = Some(id);
+        }
+        id
+    }
+
+    fn advance(&self, task: danlu_types::TaskId, _by: u64) {
+        let ours = self.task.lock().is_ok_and(|t| *t == Some(task));
+        if ours && let Err(e) = self.library.publish() {
+            tracing::warn!(error = %e, "publishing hashed records failed");
+        }
+    }
+
+    fn finish(&self, _task: danlu_types::TaskId) {}
 }
 
 impl Library {
@@ -75,7 +108,124 @@ impl Library {
             root,
             cache: Mutex::new(cache),
             records: RwLock::new(Arc::new(Vec::new())),
+            hash_wanted: Mutex::new(true),
+            hash_signal: Condvar::new(),
         })
+    }
+
+    /// Starts the background hasher: the library's incremental scan with hashing on (A1111
+    /// hashes checkpoints lazily; danlu hashes them all once, in the background), on its own
+    /// cache connection so that requests never wait for it, one file at a time, publishing the
+    /// records after each file. It scans again after every [`Library::want_hashes`], and ends
+    /// when `stop` is set.
+    pub(crate) fn start_hashing(self: &Arc<Self>, stop: Arc<AtomicBool>) -> Result<()> {
+        let library = Arc::clone(self);
+        std::thread::Builder::new()
+            .name("danlu-hash".to_owned())
+            .spawn(move || library.hash_loop(&stop))
+            .map(|_| ())
+            .map_err(Error::Serve)
+    }
+
+    /// Asks the background hasher to scan again (after a refresh found new files).
+    pub(crate) fn want_hashes(&self) {
+        let mut wanted = match self.hash_wanted.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        *wanted = true;
+        self.hash_signal.notify_all();
+    }
+
+    /// Wakes the background hasher so that it sees `stop`.
+    pub(crate) fn stop_hashing(&self) {
+        self.want_hashes();
+    }
+
+    fn hash_loop(&self, stop: &AtomicBool) {
+        let cache = match Cache::open(&self.root.cache_path()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "background hashing disabled: cache not opened");
+                return;
+            }
+        };
+        let opts = ScanOptions {
+            hash: true,
+            threads: 1,
+            import_a1111: true,
+        };
+        loop {
+            {
+                let mut wanted = match self.hash_wanted.lock() {
+                    Ok(g) => g,
+                    Err(p) => p.into_inner(),
+                };
+                while !*wanted && !stop.load(Ordering::SeqCst) {
+                    wanted = match self.hash_signal.wait(wanted) {
+                        Ok(g) => g,
+                        Err(p) => p.into_inner(),
+                    };
+                }
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                *wanted = false;
+            }
+            let reporter = PublishOnHash {
+                library: self,
+                task: Mutex::new(None),
+                next: AtomicU64::new(1),
+            };
+            match danlu_library::scan(&self.root, &cache, &opts, &reporter, stop) {
+                Ok(report) => {
+                    if report.hashed > 0 {
+                        tracing::info!(files = report.hashed, "hashed in the background");
+                    }
+                    for failure in &report.errors {
+                        tracing::debug!(path = %failure.path, error = %failure.error, "scan");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "background hashing failed"),
+            }
+            if let Err(e) = self.publish() {
+                tracing::warn!(error = %e, "publishing hashed records failed");
+            }
+        }
+    }
+
+    /// The cached hashes of `path` when they are still those of the file as it is now.
+    pub(crate) fn fresh_hashes(&self, path: &Path) -> Option<RecordHashes> {
+        let (size, mtime) = danlu_library::scan::stat_model(path).ok()?;
+        let cache = self.cache.lock().ok()?;
+        let key = path.display().to_string();
+        cache.fresh_sha256(&key, size, mtime).ok()??;
+        cache.get(&key).ok()??.hashes
+    }
+
+    /// Stores the hashes of a library file (computed when it was loaded) and publishes them.
+    pub(crate) fn store_hashes(&self, path: &Path, hashes: &RecordHashes) -> ApiResult<()> {
+        {
+            let cache = self.cache.lock().map_err(|_| poisoned())?;
+            cache
+                .set_hashes(&path.display().to_string(), hashes)
+                .map_err(|e| ApiError::internal(&e))?;
+        }
+        self.publish()
+    }
+
+    /// Reads every record from the cache and makes them the current ones.
+    fn publish(&self) -> ApiResult<()> {
+        let cache = self.cache.lock().map_err(|_| poisoned())?;
+        let mut all = cache.all().map_err(|e| ApiError::internal(&e))?;
+        drop(cache);
+        all.sort_by(|a, b| a.path.cmp(&b.path));
+        let all = Arc::new(all);
+        match self.records.write() {
+            Ok(mut w) => *w = all,
+            Err(poisoned) => *poisoned.into_inner() = all,
+        }
+        Ok(())
     }
 
     /// The records as of the last refresh.
@@ -89,9 +239,7 @@ impl Library {
     /// Rescans the root without hashing (unchanged files are only stat'ed) and publishes the
     /// new records. Blocking: call it from `spawn_blocking`.
     pub(crate) fn refresh(&self) -> ApiResult<Arc<Vec<ModelRecord>>> {
-        let cache = self.cache.lock().map_err(|_| {
-            ApiError::with_status(StatusCode::INTERNAL_SERVER_ERROR, "cache lock poisoned")
-        })?;
+        let cache = self.cache.lock().map_err(|_| poisoned())?;
         let opts = ScanOptions {
             hash: false,
             threads: 1,
@@ -113,6 +261,12 @@ impl Library {
             Ok(mut w) => *w = Arc::clone(&all),
             Err(poisoned) => *poisoned.into_inner() = Arc::clone(&all),
         }
+        if all
+            .iter()
+            .any(|r| r.error.is_none() && r.sha256().is_none())
+        {
+            self.want_hashes();
+        }
         Ok(all)
     }
 
@@ -120,6 +274,10 @@ impl Library {
     pub(crate) fn folder(&self, kind: Kind) -> Option<PathBuf> {
         self.root.folder(kind)
     }
+}
+
+fn poisoned() -> ApiError {
+    ApiError::with_status(StatusCode::INTERNAL_SERVER_ERROR, "cache lock poisoned")
 }
 
 /// Whether a record is a checkpoint A1111 would list (`models/Stable-diffusion`, not a

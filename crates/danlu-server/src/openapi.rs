@@ -40,7 +40,11 @@ pub(crate) const ROUTES: &[(&str, &str, &str)] = &[
     ),
     ("get", "/sdapi/v1/cmd-flags", "Command-line settings"),
     ("post", "/sdapi/v1/txt2img", "Text to image"),
-    ("post", "/sdapi/v1/img2img", "Image to image"),
+    (
+        "post",
+        "/sdapi/v1/img2img",
+        "Image to image; with `mask`, inpainting (whole picture or only masked)",
+    ),
     (
         "post",
         "/sdapi/v1/png-info",

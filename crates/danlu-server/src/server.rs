@@ -68,6 +68,7 @@ impl Server {
         })
         .await
         .map_err(|e| Error::Serve(std::io::Error::other(e)))??;
+        let library = Arc::new(library);
         let root = library.root.path.clone();
         let folders_of = |kind: danlu_types::Kind| -> Vec<std::path::PathBuf> {
             library
@@ -78,13 +79,19 @@ impl Server {
                 .map(|f| f.path)
                 .collect()
         };
-        let engine = Engine::start(danlu_diffusion::adapters::AdapterFolders {
-            lora: folders_of(danlu_types::Kind::Lora),
-            embeddings: folders_of(danlu_types::Kind::Embedding),
-            hypernetworks: folders_of(danlu_types::Kind::Hypernetwork),
-            ..Default::default()
-        })?;
-        let state = Arc::new(AppState::new(config, library, engine));
+        let engine = Engine::start(
+            danlu_diffusion::adapters::AdapterFolders {
+                lora: folders_of(danlu_types::Kind::Lora),
+                embeddings: folders_of(danlu_types::Kind::Embedding),
+                hypernetworks: folders_of(danlu_types::Kind::Hypernetwork),
+                ..Default::default()
+            },
+            Arc::clone(&library),
+        )?;
+        let state = Arc::new(AppState::new(config, Arc::clone(&library), engine));
+        if state.config.hash_in_background {
+            library.start_hashing(Arc::clone(&state.hash_stop))?;
+        }
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|source| Error::Bind { addr, source })?;
@@ -121,6 +128,10 @@ impl Server {
             state
                 .stopping
                 .store(true, std::sync::atomic::Ordering::SeqCst);
+            state
+                .hash_stop
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            state.library.stop_hashing();
         };
         axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)

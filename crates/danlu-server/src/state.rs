@@ -15,38 +15,49 @@ use std::sync::{Arc, Mutex};
 #[derive(Debug)]
 pub(crate) struct AppState {
     pub(crate) config: ServerConfig,
-    pub(crate) library: Library,
+    pub(crate) library: Arc<Library>,
     pub(crate) engine: Engine,
     options: Mutex<Map<String, Value>>,
     /// Set when the server shuts down, so that endless streams (server-sent events) end.
     pub(crate) stopping: std::sync::atomic::AtomicBool,
+    /// Set when the server shuts down, so that the background hasher stops.
+    pub(crate) hash_stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The state as handlers hold it.
 pub(crate) type Shared = Arc<AppState>;
 
 impl AppState {
-    pub(crate) fn new(config: ServerConfig, library: Library, engine: Engine) -> Self {
+    pub(crate) fn new(config: ServerConfig, library: Arc<Library>, engine: Engine) -> Self {
         Self {
             config,
             library,
             engine,
             options: Mutex::new(default_options()),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            hash_stop: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 
-    /// The settings, with `sd_model_checkpoint` filled in with what a generation would use.
+    /// The settings, with `sd_model_checkpoint` filled in with what a generation would use, as
+    /// the checkpoint's current title (A1111 stores the title, `NAME [HASH]` once the file is
+    /// hashed, and the full sha256 as `sd_checkpoint_hash`; `modules/sd_models.py`).
     pub(crate) fn options_snapshot(&self) -> Map<String, Value> {
         let mut m = match self.options.lock() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
         };
-        if m.get("sd_model_checkpoint").is_none_or(Value::is_null) {
-            let records = self.library.records();
-            if let Some(r) = self.default_checkpoint(&records) {
-                let title = crate::library::checkpoint_title(&self.library.root, r);
-                m.insert("sd_model_checkpoint".into(), title.into());
+        let records = self.library.records();
+        let root = &self.library.root;
+        let chosen = match m.get("sd_model_checkpoint").and_then(Value::as_str) {
+            Some(name) if !name.is_empty() => find_checkpoint(root, &records, name).ok(),
+            _ => self.default_checkpoint(&records),
+        };
+        if let Some(r) = chosen {
+            let title = crate::library::checkpoint_title(root, r);
+            m.insert("sd_model_checkpoint".into(), title.into());
+            if let Some(sha) = r.sha256() {
+                m.insert("sd_checkpoint_hash".into(), sha.into());
             }
         }
         m

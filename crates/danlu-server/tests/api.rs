@@ -56,7 +56,11 @@ impl TestServer {
 
     /// A server whose root holds the tiny checkpoint (with its shapes sidecar).
     async fn with_tiny() -> Self {
-        let s = Self::start(|_| {}).await;
+        Self::with_tiny_config(|_| {}).await
+    }
+
+    async fn with_tiny_config(configure: impl FnOnce(&mut ServerConfig)) -> Self {
+        let s = Self::start(configure).await;
         let dir = s.root.join("models/Stable-diffusion");
         std::fs::copy(TINY, dir.join("tiny.safetensors")).unwrap();
         std::fs::write(dir.join("tiny.shapes.json"), TINY_SHAPES).unwrap();
@@ -409,7 +413,12 @@ async fn an_uploaded_model_is_identified_and_filed_where_it_belongs() {
     assert_eq!(placed.status(), 200);
     assert!(Path::new(dest).is_file());
     let models = s.get_json("/sdapi/v1/sd-models").await;
-    assert_eq!(models[0]["title"], "dropped.safetensors");
+    // Hashed in the background, the title may already carry its short hash.
+    let title = models[0]["title"].as_str().unwrap();
+    assert!(
+        title == "dropped.safetensors" || title.starts_with("dropped.safetensors ["),
+        "{title}"
+    );
     assert_eq!(models[0]["model_name"], "dropped");
     assert_eq!(
         keys(&models[0]),
@@ -437,7 +446,8 @@ async fn an_uploaded_model_is_identified_and_filed_where_it_belongs() {
 async fn wait_for_running(s: &TestServer) -> Value {
     for _ in 0..600 {
         let p = s.get_json("/sdapi/v1/progress").await;
-        if p["state"]["sampling_step"].as_u64().unwrap_or(0) > 0 {
+        // Hashing and loading count as steps too; a preview comes only from sampling.
+        if p["state"]["sampling_step"].as_u64().unwrap_or(0) > 0 && p["current_image"].is_string() {
             return p;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -682,4 +692,311 @@ async fn a_client_that_leaves_mid_job_stops_it_and_skip_drops_one_batch() {
         json!([11, 12]),
         "batch 0 (seed 10) was skipped"
     );
+}
+
+/// SHA-256 of a file as hex (A1111's `sha256`; its first 10 digits are the short hash).
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A1111's old hash (`modules/sd_models.py` `model_hash`): SHA-256 of the 64 KiB at 1 MiB, 8
+/// digits.
+fn autov1_hex(bytes: &[u8]) -> String {
+    sha256_hex(&bytes[0x10_0000..0x11_0000])[..8].to_owned()
+}
+
+async fn wait_for_hashed(s: &TestServer) -> Value {
+    for _ in 0..1200 {
+        let models = s.get_json("/sdapi/v1/sd-models").await;
+        if models
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["sha256"].is_string())
+        {
+            return models;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the library was never hashed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_hashed_in_the_background_and_titles_gain_the_short_hash() {
+    let s = TestServer::with_tiny().await;
+    let bytes = std::fs::read(TINY).unwrap();
+    let (full, short) = (sha256_hex(&bytes), sha256_hex(&bytes)[..10].to_owned());
+    let models = wait_for_hashed(&s).await;
+    assert_eq!(models[0]["sha256"], full.as_str());
+    assert_eq!(models[0]["hash"], autov1_hex(&bytes).as_str());
+    assert_eq!(models[0]["title"], format!("tiny.safetensors [{short}]"));
+    let opts = s.get_json("/sdapi/v1/options").await;
+    assert_eq!(
+        opts["sd_model_checkpoint"],
+        format!("tiny.safetensors [{short}]")
+    );
+    assert_eq!(opts["sd_checkpoint_hash"], full.as_str());
+    // A file added later is hashed after the refresh that finds it.
+    let dir = s.root.join("models/Stable-diffusion");
+    std::fs::copy(TINY, dir.join("later.safetensors")).unwrap();
+    std::fs::write(dir.join("later.shapes.json"), TINY_SHAPES).unwrap();
+    let r = s.post("/sdapi/v1/refresh-checkpoints", &json!({})).await;
+    assert_eq!(r.status(), 200);
+    let models = wait_for_hashed(&s).await;
+    let titles: Vec<&str> = models
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        titles,
+        [
+            format!("later.safetensors [{short}]"),
+            format!("tiny.safetensors [{short}]")
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_is_hashed_when_loaded_and_images_are_saved_when_asked() {
+    let s = TestServer::with_tiny_config(|c| c.hash_in_background = false).await;
+    let models = s.get_json("/sdapi/v1/sd-models").await;
+    assert!(models[0]["sha256"].is_null(), "no background hashing here");
+    let body = json!({"prompt": "a red house", "steps": 1, "width": 64, "height": 64,
+                      "seed": 1234, "n_iter": 2, "save_images": true});
+    let r = s.post("/sdapi/v1/txt2img", &body).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let bytes = std::fs::read(TINY).unwrap();
+    let full = sha256_hex(&bytes);
+    let info: Value = serde_json::from_str(v["info"].as_str().unwrap()).unwrap();
+    assert_eq!(info["sd_model_hash"], &full[..10]);
+    // Hashed on load, and stored: the list and the title know it now.
+    let models = s.get_json("/sdapi/v1/sd-models").await;
+    assert_eq!(models[0]["sha256"], full.as_str());
+    assert_eq!(
+        models[0]["title"],
+        format!("tiny.safetensors [{}]", &full[..10])
+    );
+    // Saved as A1111 names them: outputs/txt2img-images/DATE/NNNNN-SEED.png, the same bytes.
+    let day_dirs: Vec<PathBuf> = std::fs::read_dir(s.root.join("outputs/txt2img-images"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(day_dirs.len(), 1);
+    let day = day_dirs[0]
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        day.len() == 10 && day.as_bytes()[4] == b'-' && day.as_bytes()[7] == b'-',
+        "{day}"
+    );
+    let images = v["images"].as_array().unwrap();
+    for (i, (name, image)) in ["00000-1234.png", "00001-1235.png"]
+        .iter()
+        .zip(images)
+        .enumerate()
+    {
+        let saved = std::fs::read(day_dirs[0].join(name)).unwrap();
+        let sent = base64::engine::general_purpose::STANDARD
+            .decode(image.as_str().unwrap())
+            .unwrap();
+        assert_eq!(saved, sent, "image {i}");
+    }
+    // The API's default is not to save; numbering goes on after the files present.
+    let mut quiet = body.clone();
+    quiet["save_images"] = json!(false);
+    assert_eq!(s.post("/sdapi/v1/txt2img", &quiet).await.status(), 200);
+    assert_eq!(std::fs::read_dir(&day_dirs[0]).unwrap().count(), 2);
+    let mut one = body.clone();
+    one["n_iter"] = json!(1);
+    one["seed"] = json!(5);
+    assert_eq!(s.post("/sdapi/v1/txt2img", &one).await.status(), 200);
+    assert!(day_dirs[0].join("00002-5.png").is_file());
+    // img2img goes to its own folder; the init image is resized to the request's size.
+    let init = b64(&png_with_parameters("x"));
+    let r = s
+        .post(
+            "/sdapi/v1/img2img",
+            &json!({"init_images": [init], "steps": 2, "width": 64, "height": 64, "seed": 3,
+                    "resize_mode": 1, "save_images": true}),
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let saved: Vec<PathBuf> = std::fs::read_dir(s.root.join("outputs/img2img-images"))
+        .unwrap()
+        .map(|e| e.unwrap().path().join("00000-3.png"))
+        .collect();
+    assert!(saved[0].is_file(), "{saved:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn img2img_settings_out_of_range_are_422() {
+    let s = TestServer::with_tiny_config(|c| c.hash_in_background = false).await;
+    let init = b64(&png_with_parameters("x"));
+    let mask = b64(&png_with_parameters("mask"));
+    for (extra, needle) in [
+        (json!({"resize_mode": 3}), "resize_mode"),
+        (json!({"resize_mode": 9}), "resize_mode"),
+        (
+            json!({"mask": mask, "inpaint_full_res_padding": -1}),
+            "inpaint_full_res_padding",
+        ),
+        (
+            json!({"mask": mask, "inpaint_full_res": false, "inpainting_fill": 7}),
+            "inpainting_fill",
+        ),
+        (
+            json!({"mask": mask, "inpaint_full_res": false, "mask_blur": -1}),
+            "mask_blur",
+        ),
+        (
+            json!({"mask": mask, "inpaint_full_res": false, "inpainting_mask_invert": 2}),
+            "inpainting_mask_invert",
+        ),
+        (
+            json!({"mask": "bm90IGEgcG5n", "inpaint_full_res": false}),
+            "mask",
+        ),
+    ] {
+        let mut body = json!({"init_images": [init], "steps": 1, "width": 64, "height": 64});
+        for (k, v) in extra.as_object().unwrap() {
+            body[k] = v.clone();
+        }
+        let r = s.post("/sdapi/v1/img2img", &body).await;
+        assert_eq!(r.status(), 422, "{extra}");
+        let text = r.text().await.unwrap();
+        assert!(text.contains(needle), "{extra}: {text}");
+    }
+}
+
+/// A grey 8-bit PNG.
+fn grey_png(width: u32, height: u32, pixel: impl Fn(u32, u32) -> u8) -> Vec<u8> {
+    let data: Vec<u8> = (0..height)
+        .flat_map(|y| (0..width).map(move |x| (x, y)))
+        .map(|(x, y)| pixel(x, y))
+        .collect();
+    let mut bytes = Vec::new();
+    {
+        let mut e = png::Encoder::new(&mut bytes, width, height);
+        e.set_color(png::ColorType::Grayscale);
+        e.set_depth(png::BitDepth::Eight);
+        e.write_header().unwrap().write_image_data(&data).unwrap();
+    }
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn img2img_with_a_mask_inpaints_and_writes_a1111s_mask_fields() {
+    let s = TestServer::with_tiny_config(|c| c.hash_in_background = false).await;
+    let init = b64(&png_with_parameters("x"));
+    // The left half is repainted; the mask (32x32) is resized to the request's size like the
+    // init image (8x8).
+    let mask = b64(&grey_png(32, 32, |x, _| if x < 16 { 255 } else { 0 }));
+    let r = s
+        .post(
+            "/sdapi/v1/img2img",
+            &json!({"init_images": [init], "mask": mask, "inpaint_full_res": false,
+                    "inpainting_fill": 1, "mask_blur_x": 2, "mask_blur_y": 2,
+                    "inpainting_mask_invert": 1, "steps": 2, "width": 64, "height": 64,
+                    "seed": 11, "denoising_strength": 0.5, "sampler_name": "Euler"}),
+        )
+        .await;
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    let info: Value = serde_json::from_str(v["info"].as_str().unwrap()).unwrap();
+    let infotext = info["infotexts"][0].as_str().unwrap();
+    assert!(infotext.contains("Mask blur: 2"), "{infotext}");
+    assert!(
+        infotext.contains("Mask mode: Inpaint not masked"),
+        "{infotext}"
+    );
+    assert_eq!(info["all_seeds"], json!([11]));
+    // `mask_blur` sets both directions (A1111's property).
+    let r = s
+        .post(
+            "/sdapi/v1/img2img",
+            &json!({"init_images": [init], "mask": mask, "inpaint_full_res": false,
+                    "mask_blur": 3, "steps": 2, "width": 64, "height": 64, "seed": 11,
+                    "denoising_strength": 0.5}),
+        )
+        .await;
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    let info: Value = serde_json::from_str(v["info"].as_str().unwrap()).unwrap();
+    let infotext = info["infotexts"][0].as_str().unwrap();
+    assert!(infotext.contains("Mask blur: 3"), "{infotext}");
+    assert!(infotext.contains("Masked content: fill"), "{infotext}");
+}
+
+/// RGB pixels of a PNG.
+fn png_pixels(png_bytes: &[u8]) -> (u32, u32, Vec<u8>) {
+    let decoder = png::Decoder::new(std::io::Cursor::new(png_bytes));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgb);
+    buf.truncate(info.buffer_size());
+    (info.width, info.height, buf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_masked_inpaints_a_region_at_the_requested_size_and_pastes_it_back() {
+    let s = TestServer::with_tiny_config(|c| c.hash_in_background = false).await;
+    // A 96x64 picture; the mask is a small square near the top left.
+    let init = grey_png(96, 64, |x, y| ((x * 5) ^ (y * 3)) as u8);
+    let mask = grey_png(96, 64, |x, y| {
+        if (8..20).contains(&x) && (8..20).contains(&y) {
+            255
+        } else {
+            0
+        }
+    });
+    let r = s
+        .post(
+            "/sdapi/v1/img2img",
+            &json!({"init_images": [b64(&init)], "mask": b64(&mask), "inpaint_full_res": true,
+                    "inpaint_full_res_padding": 4, "inpainting_fill": 1, "steps": 2,
+                    "width": 64, "height": 64, "seed": 5, "denoising_strength": 0.9}),
+        )
+        .await;
+    let status = r.status();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    let info: Value = serde_json::from_str(v["info"].as_str().unwrap()).unwrap();
+    let infotext = info["infotexts"][0].as_str().unwrap();
+    for field in [
+        "Inpaint area: Only masked",
+        "Masked area padding: 4",
+        "Mask blur: 4",
+    ] {
+        assert!(infotext.contains(field), "{field}: {infotext}");
+    }
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(v["images"][0].as_str().unwrap())
+        .unwrap();
+    // The picture keeps its own size; far from the mask it is the original, pixel for pixel.
+    let (w, h, made) = png_pixels(&png);
+    assert_eq!((w, h), (96, 64));
+    let original = |x: u32, y: u32| ((x * 5) ^ (y * 3)) as u8;
+    for (x, y) in [(95, 63), (60, 10), (10, 60), (90, 0)] {
+        let i = ((y * w + x) * 3) as usize;
+        assert_eq!(made[i..i + 3], [original(x, y); 3], "({x}, {y})");
+    }
+    // Inside the mask the picture was repainted.
+    let changed = (10..18)
+        .flat_map(|y| (10..18).map(move |x| (x, y)))
+        .filter(|&(x, y)| made[((y * w + x) * 3) as usize] != original(x, y))
+        .count();
+    assert!(changed > 0, "nothing repainted inside the mask");
 }

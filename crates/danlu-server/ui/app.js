@@ -46,6 +46,31 @@ async function loadModels() {
     api('GET', '/sdapi/v1/options'),
   ]);
   options = opts;
+  fillCheckpoints(models, opts);
+  const vae = $('#vae');
+  vae.innerHTML = '';
+  for (const name of ['Automatic', 'None', ...vaes.map(v => v.model_name)]) {
+    const o = document.createElement('option');
+    o.value = name; o.textContent = name;
+    vae.appendChild(o);
+  }
+  vae.value = opts.sd_vae || 'Automatic';
+  await showVaeChoice();
+  await loadStatus();
+}
+
+// Titles gain their `[hash]` once the server has hashed the file (in the background, or when
+// the checkpoint is loaded), so the list is read again after a checkpoint is chosen.
+async function reloadCheckpoints() {
+  const [models, opts] = await Promise.all([
+    api('GET', '/sdapi/v1/sd-models'),
+    api('GET', '/sdapi/v1/options'),
+  ]);
+  options = opts;
+  fillCheckpoints(models, opts);
+}
+
+function fillCheckpoints(models, opts) {
   const ck = $('#checkpoint');
   ck.innerHTML = '';
   for (const m of models) {
@@ -59,16 +84,6 @@ async function loadModels() {
     ck.appendChild(o);
   }
   if (opts.sd_model_checkpoint) ck.value = opts.sd_model_checkpoint;
-  const vae = $('#vae');
-  vae.innerHTML = '';
-  for (const name of ['Automatic', 'None', ...vaes.map(v => v.model_name)]) {
-    const o = document.createElement('option');
-    o.value = name; o.textContent = name;
-    vae.appendChild(o);
-  }
-  vae.value = opts.sd_vae || 'Automatic';
-  await showVaeChoice();
-  await loadStatus();
 }
 
 async function showVaeChoice() {
@@ -95,6 +110,7 @@ async function setOption(key, value) {
   try {
     await api('POST', '/sdapi/v1/options', { [key]: value });
     options[key] = value;
+    if (key === 'sd_model_checkpoint') await reloadCheckpoints();
     setStatus('ready');
   } catch (e) {
     setStatus(`error: ${e.message}`);
@@ -131,7 +147,7 @@ function buildForm(section) {
   const mode = section.dataset.mode;
   section.appendChild($('#gen-template').content.cloneNode(true));
   const f = {
-    mode, root: section, initImage: null, lastSeed: null,
+    mode, root: section, initImage: null, mask: null, lastSeed: null,
     el: name => $(`.${name}`, section),
   };
   if (mode === 'img2img') $('.init', section).hidden = false;
@@ -147,6 +163,8 @@ function buildForm(section) {
   $('.send-img2img', section).addEventListener('click', () => sendTo('img2img', f.selectedImage));
   if (mode === 'img2img') {
     dropZone($('.init-drop', section), $('.init-file', section), file => setInitImage(f, file));
+    dropZone($('.mask-drop', section), $('.mask-file', section), file => setMask(f, file));
+    $('.mask-clear', section).addEventListener('click', e => { e.preventDefault(); setMask(f, null); });
   }
   forms[mode] = f;
 }
@@ -167,6 +185,17 @@ async function setInitImage(f, blob) {
   img.src = `data:image/png;base64,${f.initImage}`;
   img.hidden = false;
   img.onload = () => { f.el('width').value = img.naturalWidth; f.el('height').value = img.naturalHeight; };
+}
+
+// An inpainting mask (A1111 img2img `mask`): white is repainted, black kept; "Inpaint area"
+// is the whole picture or only the masked part (`inpaint_full_res`).
+async function setMask(f, blob) {
+  f.mask = blob ? await blobToBase64(blob) : null;
+  const img = $('.mask-preview', f.root);
+  img.hidden = !f.mask;
+  if (f.mask) img.src = `data:image/png;base64,${f.mask}`; else img.removeAttribute('src');
+  $('.mask-settings', f.root).hidden = !f.mask;
+  $('.mask-clear', f.root).hidden = !f.mask;
 }
 
 function blobToBase64(blob) {
@@ -193,10 +222,21 @@ function requestOf(f) {
     batch_size: num('batch'),
     seed: num('seed'),
     force_task_id: `ui-${Date.now()}`,
+    // A1111's UI saves every image to outputs/ (its API does not unless asked).
+    save_images: true,
   };
   if (f.mode === 'img2img') {
     body.init_images = f.initImage ? [f.initImage] : [];
     body.denoising_strength = num('denoising');
+    body.resize_mode = num('resize-mode');
+    if (f.mask) {
+      body.mask = f.mask;
+      body.mask_blur = num('mask-blur');
+      body.inpainting_mask_invert = num('mask-invert');
+      body.inpainting_fill = num('inpainting-fill');
+      body.inpaint_full_res = num('inpaint-area') === 1;
+      body.inpaint_full_res_padding = num('inpaint-padding');
+    }
   }
   return body;
 }

@@ -3,16 +3,18 @@
 //! with their defaults), turned into a danlu job, queued, and answered as A1111's
 //! `TextToImageResponse` / `ImageToImageResponse`.
 
-use crate::engine::{LoadedInfo, Output, Work};
+use crate::engine::{LoadedInfo, Output, PasteBack, Work};
 use crate::error::{ApiError, ApiResult};
 use crate::sdapi::options::{Effective, effective};
 use crate::state::Shared;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use danlu_diffusion::pipeline::{Img2Img, Request};
+use danlu_diffusion::pipeline::{
+    Img2Img, InitImage, Request, ResizeMode, blur_mask, invert_mask, resize_image,
+};
 use danlu_diffusion::sampling::{SampleRequest, Scheduler, parse_sampler_name};
-use danlu_generate::{Generated, Job};
+use danlu_generate::{Generated, InpaintFill, Job, Mask};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -352,11 +354,15 @@ pub(crate) fn to_request(r: &Txt2ImgRequest, eff: &Effective) -> ApiResult<Reque
     Ok(request)
 }
 
-/// Queues a job and builds A1111's answer.
+/// Queues a job and builds A1111's answer. Images are saved (A1111 `save_images`) under
+/// `ROOT/outputs/{label}-images/YYYY-MM-DD` (A1111 `outdir_txt2img_samples`,
+/// `outdir_img2img_samples`).
 async fn run_job(
     state: &Shared,
     common: &Txt2ImgRequest,
     img2img: Option<Img2Img>,
+    mask: Option<Mask>,
+    paste: Option<PasteBack>,
     label: &'static str,
 ) -> ApiResult<(Vec<String>, String)> {
     let options = state.options_snapshot();
@@ -385,6 +391,15 @@ async fn run_job(
             job: Box::new(job),
             label,
             task: common.force_task_id.clone(),
+            save_to: common.save_images.then(|| {
+                state
+                    .library
+                    .root
+                    .path
+                    .join("outputs")
+                    .join(format!("{label}-images"))
+            }),
+            mask: mask.map(|mask| Box::new((mask, paste))),
         })
         .await?;
     let Output::Images {
@@ -496,7 +511,7 @@ pub(crate) async fn txt2img(
     body: Bytes,
 ) -> ApiResult<Json<ImageResponse<Txt2ImgRequest>>> {
     let req: Txt2ImgRequest = crate::sdapi::parse_json(&body)?;
-    let (images, info) = run_job(&state, &req, None, "txt2img").await?;
+    let (images, info) = run_job(&state, &req, None, None, None, "txt2img").await?;
     Ok(Json(ImageResponse {
         images,
         parameters: req,
@@ -518,11 +533,25 @@ pub(crate) async fn img2img(
     body: Bytes,
 ) -> ApiResult<Json<ImageResponse<Img2ImgRequest>>> {
     let mut req = parse_img2img(&body)?;
-    if req.mask.as_deref().is_some_and(|m| !m.is_empty()) {
-        return Err(ApiError::invalid(
-            "mask: inpainting is not supported by the API yet",
-        ));
+    let (init, mask, paste) = read_img2img(&req)?;
+    let (images, info) = run_job(&state, &req.common, Some(init), mask, paste, "img2img").await?;
+    if !req.include_init_images {
+        // A1111 leaves the (large) init images out of the echo unless asked.
+        req.init_images = None;
     }
+    Ok(Json(ImageResponse {
+        images,
+        parameters: req,
+        info,
+    }))
+}
+
+/// The init image and mask of an img2img request, both resized to the request's size by its
+/// `resize_mode` (A1111 `StableDiffusionProcessingImg2Img.init`).
+///
+/// # Errors
+/// 422 for a missing or undecodable image or mask, and settings out of range.
+fn read_img2img(req: &Img2ImgRequest) -> ApiResult<(Img2Img, Option<Mask>, Option<PasteBack>)> {
     let first = req
         .init_images
         .as_ref()
@@ -537,20 +566,325 @@ pub(crate) async fn img2img(
             "denoising_strength: {strength} is not between 0 and 1"
         )));
     }
-    let init = Img2Img {
+    let mode = match req.resize_mode {
+        0 => ResizeMode::JustResize,
+        1 => ResizeMode::CropAndResize,
+        2 => ResizeMode::ResizeAndFill,
+        3 => {
+            return Err(ApiError::invalid(
+                "resize_mode: 3 (just resize, latent upscale) is not supported; use 0, 1 or 2",
+            ));
+        }
+        n => {
+            return Err(ApiError::invalid(format!(
+                "resize_mode: {n} is not one of 0 (just resize), 1 (crop and resize), \
+                 2 (resize and fill)"
+            )));
+        }
+    };
+    let (width, height) = (
+        count("width", req.common.width)?,
+        count("height", req.common.height)?,
+    );
+    let init = |image| Img2Img {
         image,
         denoising_strength: strength as f32,
     };
-    let (images, info) = run_job(&state, &req.common, Some(init), "img2img").await?;
-    if !req.include_init_images {
-        // A1111 leaves the (large) init images out of the echo unless asked.
-        req.init_images = None;
+    let mask_text = req.mask.as_deref().filter(|m| !m.is_empty());
+    if let Some(text) = mask_text
+        && req.inpaint_full_res
+    {
+        if let Some((image, mask, paste)) = only_masked(req, text, image.clone(), width, height)? {
+            return Ok((init(image), Some(mask), Some(paste)));
+        }
+        // A blank mask: A1111 goes on as plain img2img.
+        let image = fit(mode, image, width, height, "init_images")?;
+        return Ok((init(image), None, None));
     }
-    Ok(Json(ImageResponse {
-        images,
-        parameters: req,
-        info,
-    }))
+    let image = fit(mode, image, width, height, "init_images")?;
+    let mask = match mask_text {
+        None => None,
+        Some(text) => Some(read_mask(req, text, mode, width, height)?),
+    };
+    Ok((init(image), mask, None))
+}
+
+/// "Inpaint area: Only masked" (A1111 `inpaint_full_res`, `StableDiffusionProcessingImg2Img.init`):
+/// the mask, inverted and blurred at the picture's size, gives the region to repaint (its
+/// bounding box widened by `inpaint_full_res_padding`, then to the request's aspect ratio,
+/// `modules/masking.py` `get_crop_region_v2`, `expand_crop_region`); that part of the picture
+/// and of the mask is scaled to the request's size ("Resize and fill"), inpainted, and pasted
+/// back. `None` for a blank mask.
+fn only_masked(
+    req: &Img2ImgRequest,
+    text: &str,
+    image: InitImage,
+    width: usize,
+    height: usize,
+) -> ApiResult<Option<(InitImage, Mask, PasteBack)>> {
+    if width == 0 || height == 0 || width * height > MAX_PIXELS {
+        return Err(ApiError::invalid(format!(
+            "{width}x{height} is not a size this server makes"
+        )));
+    }
+    let padding = usize::try_from(req.inpaint_full_res_padding).map_err(|_| {
+        ApiError::invalid(format!(
+            "inpaint_full_res_padding: {} is negative",
+            req.inpaint_full_res_padding
+        ))
+    })?;
+    let (w0, h0) = (image.width, image.height);
+    let settings = read_mask(req, text, ResizeMode::JustResize, w0, h0)?;
+    let mut prepared = settings.pixels.clone();
+    if settings.invert {
+        invert_mask(&mut prepared);
+    }
+    let prepared = blur_mask(&prepared, w0, h0, settings.blur_x, settings.blur_y);
+    let Some(bbox) = crop_region(&prepared, w0, h0, padding) else {
+        return Ok(None);
+    };
+    let region = expand_crop_region(bbox, width, height, w0, h0);
+    let invalid = |e: danlu_diffusion::Error| ApiError::invalid(format!("mask: {e}"));
+    let crop_image = crop(&image.pixels, w0, region);
+    let crop_image =
+        InitImage::new(region.2 - region.0, region.3 - region.1, crop_image).map_err(invalid)?;
+    let crop_image =
+        resize_image(ResizeMode::ResizeAndFill, &crop_image, width, height).map_err(invalid)?;
+    let grey_rgb: Vec<u8> = prepared.iter().flat_map(|&m| [m, m, m]).collect();
+    let crop_mask = InitImage::new(
+        region.2 - region.0,
+        region.3 - region.1,
+        crop(&grey_rgb, w0, region),
+    )
+    .map_err(invalid)?;
+    let crop_mask =
+        resize_image(ResizeMode::ResizeAndFill, &crop_mask, width, height).map_err(invalid)?;
+    // Inverted and blurred already: the engine neither inverts nor blurs it again.
+    let mask = Mask {
+        pixels: crop_mask.pixels.chunks_exact(3).map(|p| p[0]).collect(),
+        blur_x: 0,
+        blur_y: 0,
+        fill: settings.fill,
+        invert: false,
+    };
+    let paste = PasteBack {
+        original: image,
+        overlay: prepared,
+        region,
+        padding,
+        settings: Mask {
+            pixels: Vec::new(),
+            ..settings
+        },
+    };
+    Ok(Some((crop_image, mask, paste)))
+}
+
+/// The rows `region` (`x1, y1, x2, y2`, ends excluded) of an RGB picture `width` wide.
+fn crop(rgb: &[u8], width: usize, region: (usize, usize, usize, usize)) -> Vec<u8> {
+    let (x1, y1, x2, y2) = region;
+    (y1..y2)
+        .flat_map(|y| &rgb[(y * width + x1) * 3..(y * width + x2) * 3])
+        .copied()
+        .collect()
+}
+
+/// A1111 `masking.get_crop_region_v2`: the bounding box of the non-zero pixels (Pillow
+/// `getbbox`, ends excluded), widened by `pad` within the picture.
+fn crop_region(
+    mask: &[u8],
+    width: usize,
+    height: usize,
+    pad: usize,
+) -> Option<(usize, usize, usize, usize)> {
+    let (mut x1, mut y1, mut x2, mut y2) = (usize::MAX, usize::MAX, 0, 0);
+    for (i, &m) in mask.iter().enumerate() {
+        if m != 0 {
+            let (x, y) = (i % width, i / width);
+            x1 = x1.min(x);
+            y1 = y1.min(y);
+            x2 = x2.max(x + 1);
+            y2 = y2.max(y + 1);
+        }
+    }
+    (x2 > 0).then(|| {
+        (
+            x1.saturating_sub(pad),
+            y1.saturating_sub(pad),
+            (x2 + pad).min(width),
+            (y2 + pad).min(height),
+        )
+    })
+}
+
+/// A1111 `masking.expand_crop_region`: the region grown along one axis to the processing
+/// size's aspect ratio, kept inside the picture.
+fn expand_crop_region(
+    region: (usize, usize, usize, usize),
+    width: usize,
+    height: usize,
+    image_width: usize,
+    image_height: usize,
+) -> (usize, usize, usize, usize) {
+    let (x1, y1, x2, y2) = (
+        region.0 as i64,
+        region.1 as i64,
+        region.2 as i64,
+        region.3 as i64,
+    );
+    let ratio_region = (x2 - x1) as f64 / (y2 - y1) as f64;
+    let ratio = width as f64 / height as f64;
+    let grow = |a1: i64, a2: i64, desired: f64, limit: i64| -> (i64, i64) {
+        let diff = (desired - (a2 - a1) as f64) as i64;
+        let (mut a1, mut a2) = (a1 - diff.div_euclid(2), a2 + diff - diff.div_euclid(2));
+        if a2 >= limit {
+            let over = a2 - limit;
+            a2 -= over;
+            a1 -= over;
+        }
+        if a1 < 0 {
+            a2 -= a1;
+            a1 = 0;
+        }
+        (a1, a2.min(limit))
+    };
+    let (x1, y1, x2, y2) = if ratio_region > ratio {
+        let (y1, y2) = grow(y1, y2, (x2 - x1) as f64 / ratio, image_height as i64);
+        (x1, y1, x2, y2)
+    } else {
+        let (x1, x2) = grow(x1, x2, (y2 - y1) as f64 * ratio, image_width as i64);
+        (x1, y1, x2, y2)
+    };
+    let u = |v: i64| usize::try_from(v.max(0)).unwrap_or(0);
+    (u(x1), u(y1), u(x2), u(y2))
+}
+
+/// `image` at `width`x`height` (A1111 `images.resize_image`); sizes the request refuses
+/// anyway are left for its own check.
+fn fit(
+    mode: ResizeMode,
+    image: InitImage,
+    width: usize,
+    height: usize,
+    what: &str,
+) -> ApiResult<InitImage> {
+    if (image.width, image.height) == (width, height) || width == 0 || height == 0 {
+        return Ok(image);
+    }
+    if width * height > MAX_PIXELS {
+        return Err(ApiError::invalid(format!(
+            "{width}x{height} is more than this server makes ({} megapixels per image)",
+            MAX_PIXELS / (1 << 20)
+        )));
+    }
+    resize_image(mode, &image, width, height).map_err(|e| ApiError::invalid(format!("{what}: {e}")))
+}
+
+/// The mask of an img2img request: A1111 `create_binary_mask` (an RGBA mask with any
+/// transparency is its alpha channel, thresholded at 128; any other is Pillow's `convert("L")`),
+/// resized like the init image, with the request's blur, fill and invert.
+fn read_mask(
+    req: &Img2ImgRequest,
+    text: &str,
+    mode: ResizeMode,
+    width: usize,
+    height: usize,
+) -> ApiResult<Mask> {
+    if req.latent_mask.as_deref().is_some_and(|m| !m.is_empty()) {
+        return Err(ApiError::invalid("latent_mask: not supported"));
+    }
+    let bytes = crate::sdapi::decode_image("mask", text)?;
+    let (w, h, grey) = read_grey_mask(&bytes)?;
+    let rgb: Vec<u8> = grey.iter().flat_map(|&l| [l, l, l]).collect();
+    let image = InitImage::new(w, h, rgb).map_err(|e| ApiError::invalid(format!("mask: {e}")))?;
+    let image = fit(mode, image, width, height, "mask")?;
+    let pixels = image.pixels.chunks_exact(3).map(|p| p[0]).collect();
+    let blur = |what: &str, v: i64| {
+        u32::try_from(v)
+            .ok()
+            .filter(|b| *b <= 64)
+            .ok_or_else(|| ApiError::invalid(format!("{what}: {v} is not between 0 and 64")))
+    };
+    let (blur_x, blur_y) = match req.mask_blur {
+        Some(b) => (blur("mask_blur", b)?, blur("mask_blur", b)?),
+        None => (
+            blur("mask_blur_x", req.mask_blur_x)?,
+            blur("mask_blur_y", req.mask_blur_y)?,
+        ),
+    };
+    let fill = match req.inpainting_fill {
+        0 => InpaintFill::Fill,
+        1 => InpaintFill::Original,
+        2 => InpaintFill::LatentNoise,
+        3 => InpaintFill::LatentNothing,
+        n => {
+            return Err(ApiError::invalid(format!(
+                "inpainting_fill: {n} is not one of 0 (fill), 1 (original), 2 (latent noise), \
+                 3 (latent nothing)"
+            )));
+        }
+    };
+    let invert = match req.inpainting_mask_invert {
+        0 => false,
+        1 => true,
+        n => {
+            return Err(ApiError::invalid(format!(
+                "inpainting_mask_invert: {n} is neither 0 (inpaint masked) nor 1 (inpaint not \
+                 masked)"
+            )));
+        }
+    };
+    Ok(Mask {
+        pixels,
+        blur_x,
+        blur_y,
+        fill,
+        invert,
+    })
+}
+
+/// Decodes a mask PNG to 8-bit grey: the alpha channel thresholded at 128 when the image has
+/// any transparency, else the luma (A1111 `create_binary_mask`; Pillow's `convert("L")`,
+/// `libImaging/Convert.c` `L24`: `(R * 19595 + G * 38470 + B * 7471 + 0x8000) >> 16`).
+fn read_grey_mask(bytes: &[u8]) -> ApiResult<(usize, usize, Vec<u8>)> {
+    let err = |e: &dyn std::fmt::Display| ApiError::invalid(format!("mask: {e}"));
+    let mut decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    decoder.set_transformations(png::Transformations::EXPAND | png::Transformations::STRIP_16);
+    let mut reader = decoder.read_info().map_err(|e| err(&e))?;
+    let (w, h) = {
+        let info = reader.info();
+        (info.width as usize, info.height as usize)
+    };
+    if w * h > 4 * MAX_PIXELS {
+        return Err(err(&format!("{w}x{h} is too large")));
+    }
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| err(&"image too large"))?;
+    let mut buf = vec![0u8; size];
+    let info = reader.next_frame(&mut buf).map_err(|e| err(&e))?;
+    let channels = info.color_type.samples();
+    let px = buf[..info.buffer_size()].chunks_exact(channels);
+    let has_alpha = channels == 4;
+    let transparent = has_alpha && px.clone().any(|p| p[channels - 1] != 255);
+    let luma = |p: &[u8]| -> u8 {
+        let l = u32::from(p[0]) * 19595 + u32::from(p[1]) * 38470 + u32::from(p[2]) * 7471 + 0x8000;
+        (l >> 16) as u8
+    };
+    let grey: Vec<u8> = px
+        .map(|p| match (transparent, channels) {
+            (true, _) => {
+                if p[channels - 1] > 128 {
+                    255
+                } else {
+                    0
+                }
+            }
+            (false, 1 | 2) => p[0],
+            _ => luma(p),
+        })
+        .collect();
+    Ok((w, h, grey))
 }
 
 #[cfg(test)]
@@ -610,6 +944,36 @@ mod tests {
         assert_eq!(r.common.denoising_strength, Some(0.75));
         assert_eq!(r.common.steps, 3);
         assert_eq!(r.init_images.as_deref().map(<[String]>::len), Some(1));
+    }
+
+    #[test]
+    fn only_masked_regions_follow_a1111s_masking_rules() {
+        // Pillow `getbbox` (ends excluded), then the padding within the picture.
+        let mut mask = vec![0u8; 4 * 3];
+        mask[4 + 1] = 255;
+        mask[4 + 2] = 9;
+        assert_eq!(crop_region(&mask, 4, 3, 0), Some((1, 1, 3, 2)));
+        assert_eq!(crop_region(&mask, 4, 3, 1), Some((0, 0, 4, 3)));
+        assert_eq!(crop_region(&[0; 12], 4, 3, 5), None);
+        // `expand_crop_region` to 64x32 (ratio 2): a 12x12 box grows 12 wide, 6 each side.
+        assert_eq!(
+            expand_crop_region((8, 8, 20, 20), 64, 32, 96, 64),
+            (2, 8, 26, 20)
+        );
+        // At the left edge the growth moves right; at the right edge, left.
+        assert_eq!(
+            expand_crop_region((0, 0, 10, 10), 64, 32, 96, 64),
+            (0, 0, 20, 10)
+        );
+        assert_eq!(
+            expand_crop_region((90, 0, 96, 6), 64, 32, 96, 64),
+            (84, 0, 96, 6)
+        );
+        // A wide box grows in height instead: 20x4 to 32x32's ratio 1 is 20 high.
+        assert_eq!(
+            expand_crop_region((10, 30, 30, 34), 32, 32, 96, 64),
+            (10, 22, 30, 42)
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ const { chromium } = require('playwright-core');
 const fs = require('fs');
 const path = require('path');
 const assert = require('assert');
+const crypto = require('crypto');
 
 const env = name => {
   const v = process.env[name];
@@ -36,10 +37,21 @@ async function main() {
   page.on('pageerror', e => errors.push(String(e)));
   const shot = name => page.screenshot({ path: path.join(shots, `${name}.png`), fullPage: true });
 
+  // 0. The server hashes the library in the background after startup; once done, titles carry
+  // A1111's short hash (the first 10 digits of the file's sha256).
+  const short = crypto.createHash('sha256').update(fs.readFileSync(tiny)).digest('hex').slice(0, 10);
+  const tinyTitle = `tiny.safetensors [${short}]`;
+  for (let i = 0; ; i++) {
+    const models = await (await fetch(`${url}/sdapi/v1/sd-models`)).json();
+    if (models.every(m => m.sha256)) break;
+    if (i > 1200) throw new Error(`never hashed: ${JSON.stringify(models)}`);
+    await new Promise(r => setTimeout(r, 50));
+  }
+
   // 1. The checkpoint dropdown lists the library's checkpoint.
   await page.goto(url);
-  await page.waitForSelector('#checkpoint option[value="tiny.safetensors"]', { state: 'attached' });
-  assert.strictEqual(await page.inputValue('#checkpoint'), 'tiny.safetensors');
+  await page.waitForSelector(`#checkpoint option[value="${tinyTitle}"]`, { state: 'attached' });
+  assert.strictEqual(await page.inputValue('#checkpoint'), tinyTitle);
   await page.waitForFunction(() => document.querySelector('#status').textContent === 'ready');
   const vaeOptions = await page.$$eval('#vae option', os => os.map(o => o.value));
   assert.deepStrictEqual(vaeOptions.slice(0, 2), ['Automatic', 'None']);
@@ -49,15 +61,19 @@ async function main() {
   const ckDir = path.join(root, 'models', 'Stable-diffusion');
   fs.copyFileSync(tiny, path.join(ckDir, 'second.safetensors'));
   fs.copyFileSync(shapes, path.join(ckDir, 'second.shapes.json'));
-  assert.strictEqual(await page.$('#checkpoint option[value="second.safetensors"]'), null);
+  assert.strictEqual(await page.$('#checkpoint option[value^="second.safetensors"]'), null);
   await page.click('#refresh');
-  await page.waitForSelector('#checkpoint option[value="second.safetensors"]', { state: 'attached' });
+  // Listed at once; its title gains the hash once hashed (in the background or on loading).
+  await page.waitForSelector('#checkpoint option[value^="second.safetensors"]', { state: 'attached' });
 
-  // 3. Pick a checkpoint: the options call loads it.
-  await page.selectOption('#checkpoint', 'second.safetensors');
+  // 3. Pick a checkpoint: the options call loads it, and the list shows its hashed title.
+  const second = await page.$eval('#checkpoint option[value^="second.safetensors"]', o => o.value);
+  await page.selectOption('#checkpoint', second);
   await page.waitForFunction(() => document.querySelector('#status').textContent === 'ready');
-  await page.selectOption('#checkpoint', 'tiny.safetensors');
+  assert.strictEqual(await page.inputValue('#checkpoint'), `second.safetensors [${short}]`);
+  await page.selectOption('#checkpoint', tinyTitle);
   await page.waitForFunction(() => document.querySelector('#status').textContent === 'ready');
+  assert.strictEqual(await page.inputValue('#checkpoint'), tinyTitle);
 
   // 4. Generate with Ctrl+Enter; the image and its parameters show.
   const t2i = '#tab-txt2img';
@@ -74,6 +90,12 @@ async function main() {
   assert.match(params, /Steps: 2/);
   assert.match(params, /Seed: 77/);
   assert.match(params, /Model: tiny/);
+  assert.match(params, new RegExp(`Model hash: ${short}`));
+  // Saved as A1111's UI saves: outputs/txt2img-images/DATE/NNNNN-SEED.png.
+  const outDir = path.join(root, 'outputs', 'txt2img-images');
+  const days = fs.readdirSync(outDir);
+  assert.strictEqual(days.length, 1, days.join(' '));
+  assert.ok(fs.existsSync(path.join(outDir, days[0], '00000-77.png')), fs.readdirSync(path.join(outDir, days[0])).join(' '));
   await shot('2-txt2img');
 
   // 5. Drop the generated PNG into PNG info, then send it to txt2img.
@@ -95,6 +117,34 @@ async function main() {
   assert.strictEqual(await page.inputValue(`${t2i} .prompt`), 'a red house');
   assert.strictEqual(await page.inputValue(`${t2i} .seed`), '77');
 
+  // 6a. Send the image to img2img, choose a mask (left half white: repainted), inpaint; the
+  // mask's fields are in the parameters and the image is saved under img2img-images.
+  await page.click('#tabs button[data-tab="txt2img"]');
+  await page.click(`${t2i} .send-img2img`);
+  const i2i = '#tab-img2img';
+  await page.waitForSelector(`${i2i} .init-preview[src^="data:image/png"]`);
+  const maskPng = await page.evaluate(() => {
+    const c = document.createElement('canvas');
+    c.width = 64; c.height = 64;
+    const g = c.getContext('2d');
+    g.fillStyle = '#000'; g.fillRect(0, 0, 64, 64);
+    g.fillStyle = '#fff'; g.fillRect(0, 0, 32, 64);
+    return c.toDataURL('image/png').split(',')[1];
+  });
+  await page.setInputFiles(`${i2i} .mask-file`, { name: 'mask.png', mimeType: 'image/png', buffer: Buffer.from(maskPng, 'base64') });
+  await page.waitForSelector(`${i2i} .mask-settings`, { state: 'visible' });
+  await page.fill(`${i2i} .steps`, '2');
+  await page.fill(`${i2i} .denoising`, '0.5');
+  await page.fill(`${i2i} .mask-blur`, '2');
+  await page.click(`${i2i} .generate`);
+  await page.waitForSelector(`${i2i} .gallery img`, { timeout: 120000 });
+  const inpainted = await page.textContent(`${i2i} .parameters`);
+  assert.match(inpainted, /Mask blur: 2/);
+  assert.match(inpainted, /Denoising strength: 0.5/);
+  const i2iDays = fs.readdirSync(path.join(root, 'outputs', 'img2img-images'));
+  assert.strictEqual(i2iDays.length, 1);
+  await shot('4a-inpaint');
+
   // 6. Choose a model file in model analysis: identified, then filed.
   await page.click('#tabs button[data-tab="models"]');
   const dropped = path.join(shots, 'analysed.safetensors');
@@ -108,7 +158,7 @@ async function main() {
   await page.click('#model-place');
   await page.waitForFunction(() => /filed as/.test(document.querySelector('#model-placed').textContent));
   assert.ok(fs.existsSync(path.join(ckDir, 'analysed.safetensors')));
-  await page.waitForSelector('#checkpoint option[value="analysed.safetensors"]', { state: 'attached' });
+  await page.waitForSelector('#checkpoint option[value^="analysed.safetensors"]', { state: 'attached' });
 
   // 7. Library cards with filters.
   await page.click('#tabs button[data-tab="library"]');

@@ -1,28 +1,53 @@
 """The real `webuiapi` client (PyPI) against a running danlu server.
 
-Run by `tests/webuiapi.rs` with the server's base URL, the credentials it was started with, and
-the names of its two checkpoints. Exits non-zero on the first failed check.
+Run by `tests/webuiapi.rs` with the server's base URL and the credentials it was started with;
+the server's root holds two copies of the tiny checkpoint, `second` and `tiny`, whose files this
+script hashes itself to check the server's hashes. Exits non-zero on the first failed check.
 """
 
+import hashlib
 import sys
 import threading
 import time
 
 import webuiapi
+from PIL import Image
 
 url, user, password = sys.argv[1], sys.argv[2], sys.argv[3]
 api = webuiapi.WebUIApi(baseurl=f"{url}/sdapi/v1", username=user, password=password)
 
-# List models, switch checkpoint and VAE through options.
+# The server hashes its checkpoints in the background after startup: wait for A1111's hashes
+# (`sha256` of the whole file, `hash` the old one: sha256 of the 64 KiB at 1 MiB, 8 digits),
+# checked against hashlib here.
+def file_hashes(path):
+    with open(path, "rb") as f:
+        data = f.read()
+    return hashlib.sha256(data).hexdigest(), hashlib.sha256(data[0x100000:0x110000]).hexdigest()[:8]
+
+
+for _ in range(1200):
+    models = api.get_sd_models()
+    if all(m["sha256"] for m in models):
+        break
+    time.sleep(0.05)
+else:
+    raise AssertionError(f"never hashed: {models}")
+for m in models:
+    assert (m["sha256"], m["hash"]) == file_hashes(m["filename"]), m
+short = models[0]["sha256"][:10]
+
+# List models, switch checkpoint and VAE through options (titles are `NAME [SHORTHASH]`).
 names = api.util_get_model_names()
-assert names == ["second.safetensors", "tiny.safetensors"], names
+assert names == [f"second.safetensors [{short}]", f"tiny.safetensors [{short}]"], names
 assert [s["name"] for s in api.get_samplers()][0] == "DPM++ 2M"
 api.util_set_model("second.safetensors")
-assert api.get_options()["sd_model_checkpoint"] == "second.safetensors"
+options = api.get_options()
+assert options["sd_model_checkpoint"] == f"second.safetensors [{short}]", options
+assert options["sd_checkpoint_hash"] == models[0]["sha256"], options
 api.set_options({"sd_vae": "None"})
 assert api.get_options()["sd_vae"] == "None"
 api.set_options({"sd_vae": "Automatic", "sd_model_checkpoint": "tiny.safetensors"})
-assert api.util_get_current_model() == "tiny.safetensors"
+assert api.util_get_current_model() == f"tiny.safetensors [{short}]"
 
 # txt2img: PIL images, A1111's info.
 r = api.txt2img(prompt="a cat", steps=2, width=64, height=64, seed=5, batch_size=2)
@@ -41,6 +66,20 @@ r2 = api.img2img(images=[r.image], prompt="a dog", steps=2, width=64, height=64,
                  denoising_strength=0.5, seed=9)
 assert len(r2.images) == 1 and r2.image.size == (64, 64)
 assert r2.info["all_seeds"] == [9]
+
+# img2img with a mask: "Inpaint area: Whole picture", then webuiapi's default "Only masked"
+# (the part around the mask inpainted at 32x32, pasted back into the 64x64 picture).
+mask = Image.new("L", (64, 64), 0)
+mask.paste(255, (0, 0, 32, 64))
+r3 = api.img2img(images=[r.image], mask_image=mask, inpaint_full_res=False, mask_blur=2,
+                 inpainting_fill=1, prompt="a dog", steps=2, width=64, height=64,
+                 denoising_strength=0.5, seed=9)
+assert len(r3.images) == 1 and r3.image.size == (64, 64)
+assert "Mask blur: 2" in r3.info["infotexts"][0], r3.info["infotexts"]
+r4 = api.img2img(images=[r.image], mask_image=mask, prompt="a dog", steps=2, width=32,
+                 height=32, denoising_strength=0.5, seed=9)
+assert r4.image.size == (64, 64), r4.image.size
+assert "Inpaint area: Only masked" in r4.info["infotexts"][0], r4.info["infotexts"]
 
 # progress and interrupt.
 out = {}
