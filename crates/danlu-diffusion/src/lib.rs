@@ -5,6 +5,7 @@
 
 pub mod adapters;
 mod error;
+pub mod kernels;
 pub mod model;
 pub mod pipeline;
 pub mod prompt;
