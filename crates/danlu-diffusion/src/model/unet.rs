@@ -165,10 +165,15 @@ impl Attention {
         };
         let k = split(k)?;
         let v = split(v)?;
-        let scores = (q.matmul(&k.t()?)? * (head_dim as f64).powf(-0.5))?;
-        let probs = nn::ops::softmax_last_dim(&scores)?;
-        let out = probs
-            .matmul(&v)?
+        // On the CPU, query tiles with an in-place softmax: the same result without the full
+        // `[b, heads, n, m]` score matrix (1 GiB per pass at 64x64 latents).
+        let attended = if q.device().is_cpu() {
+            crate::kernels::attention(&q, &k, &v)?
+        } else {
+            let scores = (q.matmul(&k.t()?)? * (head_dim as f64).powf(-0.5))?;
+            nn::ops::softmax_last_dim(&scores)?.matmul(&v)?
+        };
+        let out = attended
             .to_dtype(xs.dtype())?
             .transpose(1, 2)?
             .reshape((b, n, dim))?;
