@@ -15,20 +15,12 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-const TINY: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../danlu-diffusion/tests/reference/model/sd1_tiny.safetensors"
-);
+/// The tiny SD1 checkpoint (its shapes sidecar beside it).
+fn tiny() -> std::path::PathBuf {
+    danlu_fixtures::tiny::model_dir().join("sd1_tiny.safetensors")
+}
 
 /// Shapes of the tiny checkpoint (written by `scripts/reference`; same as the CLI tests').
-const TINY_SHAPES: &str = r#"{
-  "family": "sd1",
-  "text": {"width": 16, "intermediate": 64, "heads": 2, "layers": 3},
-  "unet": {"block_out_channels": [32, 64], "attention": [true, false], "heads": [2, 2],
-           "layers_per_block": 1, "cross_attention_dim": 16, "use_linear_projection": false},
-  "vae": {"block_out_channels": [32, 32, 32, 64], "layers_per_block": 1}
-}"#;
-
 struct TestServer {
     base: String,
     root: PathBuf,
@@ -62,8 +54,7 @@ impl TestServer {
     async fn with_tiny_config(configure: impl FnOnce(&mut ServerConfig)) -> Self {
         let s = Self::start(configure).await;
         let dir = s.root.join("models/Stable-diffusion");
-        std::fs::copy(TINY, dir.join("tiny.safetensors")).unwrap();
-        std::fs::write(dir.join("tiny.shapes.json"), TINY_SHAPES).unwrap();
+        danlu_fixtures::tiny::install("sd1_tiny", &dir, "tiny").unwrap();
         let r = s.post("/sdapi/v1/refresh-checkpoints", &json!({})).await;
         assert_eq!(r.status(), 200);
         s
@@ -389,7 +380,7 @@ async fn png_info_reads_a1111_parameters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_uploaded_model_is_identified_and_filed_where_it_belongs() {
     let s = TestServer::start(|_| {}).await;
-    let bytes = std::fs::read(TINY).unwrap();
+    let bytes = std::fs::read(tiny()).unwrap();
     let r = s
         .client
         .post(s.url("/danlu/v1/inspect"))
@@ -728,7 +719,7 @@ async fn wait_for_hashed(s: &TestServer) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checkpoints_are_hashed_in_the_background_and_titles_gain_the_short_hash() {
     let s = TestServer::with_tiny().await;
-    let bytes = std::fs::read(TINY).unwrap();
+    let bytes = std::fs::read(tiny()).unwrap();
     let (full, short) = (sha256_hex(&bytes), sha256_hex(&bytes)[..10].to_owned());
     let models = wait_for_hashed(&s).await;
     assert_eq!(models[0]["sha256"], full.as_str());
@@ -742,8 +733,7 @@ async fn checkpoints_are_hashed_in_the_background_and_titles_gain_the_short_hash
     assert_eq!(opts["sd_checkpoint_hash"], full.as_str());
     // A file added later is hashed after the refresh that finds it.
     let dir = s.root.join("models/Stable-diffusion");
-    std::fs::copy(TINY, dir.join("later.safetensors")).unwrap();
-    std::fs::write(dir.join("later.shapes.json"), TINY_SHAPES).unwrap();
+    danlu_fixtures::tiny::install("sd1_tiny", &dir, "later").unwrap();
     let r = s.post("/sdapi/v1/refresh-checkpoints", &json!({})).await;
     assert_eq!(r.status(), 200);
     let models = wait_for_hashed(&s).await;
@@ -772,7 +762,7 @@ async fn a_checkpoint_is_hashed_when_loaded_and_images_are_saved_when_asked() {
     let r = s.post("/sdapi/v1/txt2img", &body).await;
     assert_eq!(r.status(), 200);
     let v: Value = r.json().await.unwrap();
-    let bytes = std::fs::read(TINY).unwrap();
+    let bytes = std::fs::read(tiny()).unwrap();
     let full = sha256_hex(&bytes);
     let info: Value = serde_json::from_str(v["info"].as_str().unwrap()).unwrap();
     assert_eq!(info["sd_model_hash"], &full[..10]);

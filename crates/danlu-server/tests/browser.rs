@@ -11,19 +11,6 @@
 
 use danlu_server::{Server, ServerConfig};
 
-const MODELS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../danlu-diffusion/tests/reference/model"
-);
-
-const TINY_SHAPES: &str = r#"{
-  "family": "sd1",
-  "text": {"width": 16, "intermediate": 64, "heads": 2, "layers": 3},
-  "unet": {"block_out_channels": [32, 64], "attention": [true, false], "heads": [2, 2],
-           "layers_per_block": 1, "cross_attention_dim": 16, "use_linear_projection": false},
-  "vae": {"block_out_channels": [32, 32, 32, 64], "layers_per_block": 1}
-}"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ui_picks_refreshes_generates_reads_png_info_and_files_a_model() {
     if std::env::var("DANLU_BROWSER_TESTS").as_deref() != Ok("1") {
@@ -36,9 +23,8 @@ async fn the_ui_picks_refreshes_generates_reads_png_info_and_files_a_model() {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| dir.path().join("shots"));
     std::fs::create_dir_all(&shots).unwrap();
-    let tiny = format!("{MODELS}/sd1_tiny.safetensors");
-    let shapes = dir.path().join("tiny.shapes.json");
-    std::fs::write(&shapes, TINY_SHAPES).unwrap();
+    let tiny = danlu_fixtures::tiny::model_dir().join("sd1_tiny.safetensors");
+    let shapes = danlu_fixtures::tiny::model_dir().join("sd1_tiny.shapes.json");
     // The root exists before the server starts, with one checkpoint in A1111 layout.
     let ck = root.join("models/Stable-diffusion");
     std::fs::create_dir_all(&ck).unwrap();

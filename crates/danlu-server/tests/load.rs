@@ -15,19 +15,6 @@ use danlu_server::{Server, ServerConfig};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-const TINY: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../danlu-diffusion/tests/reference/model/sd1_tiny.safetensors"
-);
-
-const TINY_SHAPES: &str = r#"{
-  "family": "sd1",
-  "text": {"width": 16, "intermediate": 64, "heads": 2, "layers": 3},
-  "unet": {"block_out_channels": [32, 64], "attention": [true, false], "heads": [2, 2],
-           "layers_per_block": 1, "cross_attention_dim": 16, "use_linear_projection": false},
-  "vae": {"block_out_channels": [32, 32, 32, 64], "layers_per_block": 1}
-}"#;
-
 const CLIENTS: usize = 200;
 const RUN: Duration = Duration::from_secs(20);
 
@@ -38,8 +25,7 @@ async fn two_hundred_clients_lose_nothing() {
     let root = dir.path().join("webui");
     let ck = root.join("models/Stable-diffusion");
     std::fs::create_dir_all(&ck).unwrap();
-    std::fs::copy(TINY, ck.join("tiny.safetensors")).unwrap();
-    std::fs::write(ck.join("tiny.shapes.json"), TINY_SHAPES).unwrap();
+    danlu_fixtures::tiny::install("sd1_tiny", &ck, "tiny").unwrap();
     let mut config = ServerConfig::new(&root);
     config.port = 0;
     let server = Server::bind(config).await.unwrap();

@@ -14,19 +14,6 @@
 
 use danlu_server::{Server, ServerConfig, parse_api_auth};
 
-const TINY: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../danlu-diffusion/tests/reference/model/sd1_tiny.safetensors"
-);
-
-const TINY_SHAPES: &str = r#"{
-  "family": "sd1",
-  "text": {"width": 16, "intermediate": 64, "heads": 2, "layers": 3},
-  "unet": {"block_out_channels": [32, 64], "attention": [true, false], "heads": [2, 2],
-           "layers_per_block": 1, "cross_attention_dim": 16, "use_linear_projection": false},
-  "vae": {"block_out_channels": [32, 32, 32, 64], "layers_per_block": 1}
-}"#;
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_webuiapi_client_works_against_danlu() {
     let Some(python) = std::env::var_os("DANLU_PYTHON") else {
@@ -42,8 +29,7 @@ async fn the_webuiapi_client_works_against_danlu() {
     let ck = root.join("models/Stable-diffusion");
     std::fs::create_dir_all(&ck).unwrap();
     for name in ["tiny", "second"] {
-        std::fs::copy(TINY, ck.join(format!("{name}.safetensors"))).unwrap();
-        std::fs::write(ck.join(format!("{name}.shapes.json")), TINY_SHAPES).unwrap();
+        danlu_fixtures::tiny::install("sd1_tiny", &ck, name).unwrap();
     }
     let mut config = ServerConfig::new(&root);
     config.port = 0;
