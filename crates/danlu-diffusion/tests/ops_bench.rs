@@ -11,8 +11,12 @@
 //! * `attention_4096`: self-attention alone, `q`, `k`, `v` `[2, 8, 4096, 40]` (the first level
 //!   of the UNet at 512x512: batch 2, 8 heads of 40), computed as `unet.rs` does it;
 //! * `attention_4096_tiled`: the same through [`danlu_diffusion::kernels::attention`];
-//! * `conv3x3_320_64`: a 3x3 convolution, 320 to 320 channels, padding 1, on `[2, 320, 64, 64]`;
-//! * `group_norm_320_64`: group norm with 32 groups on `[2, 320, 64, 64]`.
+//! * `conv3x3_320_64`: a 3x3 convolution, 320 to 320 channels, padding 1, on `[2, 320, 64, 64]`,
+//!   through [`danlu_diffusion::kernels::conv2d`];
+//! * `conv3x3_320_64_candle`: the same through `candle_nn::Conv2d`;
+//! * `group_norm_320_64`: group norm with 32 groups on `[2, 320, 64, 64]`, through
+//!   [`danlu_diffusion::kernels::group_norm`]; `group_norm_silu_320_64` the same followed by
+//!   SiLU (fused), `group_norm_320_64_candle` the same through `candle_nn::GroupNorm`.
 //!
 //! Each operation runs once to warm up, then `DANLU_BENCH_REPEAT` times (default 3; the single
 //! operations three times as often); the median and the minimum are written as JSON to
@@ -169,35 +173,61 @@ fn sd15_shape_ops() -> anyhow::Result<()> {
         );
     }
     let image = Tensor::randn(0f32, 1.0, (2, 320, 64, 64), &dev)?;
+    let conv_weight = (Tensor::randn(0f32, 1.0, (320, 320, 3, 3), &dev)? * 0.02)?;
+    let conv_bias = Tensor::zeros(320, DType::F32, &dev)?;
     if wanted("conv3x3_320_64") {
-        let weight = (Tensor::randn(0f32, 1.0, (320, 320, 3, 3), &dev)? * 0.02)?;
-        let bias = Tensor::zeros(320, DType::F32, &dev)?;
+        record(
+            "conv3x3_320_64",
+            time(small, || {
+                danlu_diffusion::kernels::conv2d(&image, &conv_weight, Some(&conv_bias), 1, 1)?;
+                Ok(())
+            })?,
+        );
+    }
+    if wanted("conv3x3_320_64_candle") {
         let conv = nn::Conv2d::new(
-            weight,
-            Some(bias),
+            conv_weight.clone(),
+            Some(conv_bias.clone()),
             nn::Conv2dConfig {
                 padding: 1,
                 ..Default::default()
             },
         );
         record(
-            "conv3x3_320_64",
+            "conv3x3_320_64_candle",
             time(small, || {
                 conv.forward(&image)?;
                 Ok(())
             })?,
         );
     }
-    if wanted("group_norm_320_64") {
-        let norm = nn::GroupNorm::new(
-            Tensor::ones(320, DType::F32, &dev)?,
-            Tensor::zeros(320, DType::F32, &dev)?,
-            320,
-            32,
-            1e-6,
-        )?;
+    let norm_weight = Tensor::ones(320, DType::F32, &dev)?;
+    let norm_bias = Tensor::zeros(320, DType::F32, &dev)?;
+    for (name, silu) in [
+        ("group_norm_320_64", false),
+        ("group_norm_silu_320_64", true),
+    ] {
+        if wanted(name) {
+            record(
+                name,
+                time(small, || {
+                    danlu_diffusion::kernels::group_norm(
+                        &image,
+                        32,
+                        1e-6,
+                        &norm_weight,
+                        &norm_bias,
+                        silu,
+                    )?;
+                    Ok(())
+                })?,
+            );
+        }
+    }
+    if wanted("group_norm_320_64_candle") {
+        let norm = nn::GroupNorm::new(norm_weight.clone(), norm_bias.clone(), 320, 32, 1e-6)?;
         record(
-            "group_norm_320_64",
+            "group_norm_320_64_candle",
             time(small, || {
                 norm.forward(&image)?;
                 Ok(())

@@ -3,15 +3,21 @@
 use super::softmax::ScaledSoftmax;
 use candle_core::{DType, Result, Tensor};
 use candle_nn as nn;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Scores kept per tile: 1 Mi floats (4 MiB), about what one core's L2 and a share of L3 hold.
 const TILE_SCORES: usize = 1 << 20;
 
+/// Scores of a whole call (all heads) from which the heads are spread over threads on the CPU;
+/// smaller calls (and other devices) run head after head, each product split over rayon's pool.
+const PARALLEL_SCORES: usize = 1 << 20;
+
 /// `softmax(q kᵀ / sqrt(d)) v` for `q` `[batch, heads, n, d]` and `k`, `v` `[batch, heads, m, d]`,
 /// returning `[batch, heads, n, d]` in the inputs' dtype. Same result as the plain chain of
 /// `matmul`, scale, `softmax_last_dim`, `matmul` (up to float rounding), with query tiles sized so
-/// that a tile's scores take at most 4 MiB. In float32 the scale and the softmax are one pass
-/// over each tile, in place, with a vectorised exponential.
+/// that a tile's scores take at most 4 MiB. In float32 on the CPU the scale and the softmax are
+/// one pass over each tile, in place, with a vectorised exponential, and large calls give whole
+/// heads to rayon's number of threads.
 ///
 /// # Errors
 /// When the shapes do not match as above or the dtypes differ.
@@ -38,16 +44,16 @@ pub fn attention_tiled(q: &Tensor, k: &Tensor, v: &Tensor, rows: usize) -> Resul
     }
     let rows = rows.max(1);
     let scale = (d as f64).powf(-0.5);
-    let fused = q.dtype() == DType::F32;
+    let cpu = q.device().is_cpu();
+    let fused = cpu && q.dtype() == DType::F32;
     let q = q.reshape((b * h, n, d))?;
     let q = if fused { q } else { (q * scale)? };
     let k = k.reshape((b * h, m, d))?;
     let v = v.reshape((b * h, m, d))?;
-    let mut heads = Vec::with_capacity(b * h);
-    for head in 0..b * h {
-        let qh = q.narrow(0, head, 1)?;
-        let kt = k.narrow(0, head, 1)?.t()?;
-        let vh = v.narrow(0, head, 1)?;
+    let head = |i: usize| -> Result<Tensor> {
+        let qh = q.narrow(0, i, 1)?;
+        let kt = k.narrow(0, i, 1)?.t()?;
+        let vh = v.narrow(0, i, 1)?;
         let mut tiles = Vec::with_capacity(n.div_ceil(rows));
         let mut start = 0;
         while start < n {
@@ -64,9 +70,72 @@ pub fn attention_tiled(q: &Tensor, k: &Tensor, v: &Tensor, rows: usize) -> Resul
             tiles.push(probs.matmul(&vh)?);
             start += len;
         }
-        heads.push(Tensor::cat(&tiles, 1)?);
-    }
+        Tensor::cat(&tiles, 1)
+    };
+    // Below about a million scores the threads' start-up is no longer small next to the work.
+    let workers = if cpu && b * h * n * m >= PARALLEL_SCORES {
+        rayon::current_num_threads().min(b * h)
+    } else {
+        1
+    };
+    let heads = if workers > 1 {
+        heads_in_parallel(b * h, workers, &head)?
+    } else {
+        (0..b * h).map(head).collect::<Result<Vec<_>>>()?
+    };
     Tensor::cat(&heads, 0)?.reshape((b, h, n, d))
+}
+
+/// `head(i)` for `i` in `0..count`, in order, computed by `workers` threads that each take the
+/// next head until none is left. Each thread runs its heads inside a one-thread rayon pool, so
+/// that the matrix products and the softmax under it (which split themselves over the current
+/// pool) stay on that thread: whole heads in parallel instead of a fork and a join per product,
+/// and each head's keys and values stay in one core's cache.
+fn heads_in_parallel(
+    count: usize,
+    workers: usize,
+    head: &(dyn Fn(usize) -> Result<Tensor> + Sync),
+) -> Result<Vec<Tensor>> {
+    let next = AtomicUsize::new(0);
+    let work = || -> Result<Vec<(usize, Tensor)>> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .map_err(|e| candle_core::Error::Msg(format!("attention: thread pool: {e}")))?;
+        pool.install(|| {
+            let mut done = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return Ok(done);
+                }
+                done.push((i, head(i)?));
+            }
+        })
+    };
+    let parts = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers).map(|_| s.spawn(work)).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(candle_core::Error::Msg(
+                        "attention: a worker thread panicked".into(),
+                    ))
+                })
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut heads: Vec<Option<Tensor>> = vec![None; count];
+    for part in parts {
+        for (i, t) in part? {
+            heads[i] = Some(t);
+        }
+    }
+    heads
+        .into_iter()
+        .map(|t| t.ok_or_else(|| candle_core::Error::Msg("attention: a head is missing".into())))
+        .collect()
 }
 
 #[cfg(test)]
@@ -107,6 +176,55 @@ mod tests {
             let diff = max_abs_diff(&attention(&q, &k, &v)?, &want)?;
             assert!(diff < 1e-5, "default tile: max difference {diff}");
         }
+        Ok(())
+    }
+
+    /// Enough scores for the heads to be spread over threads (when rayon has more than one).
+    #[test]
+    fn parallel_heads_match_plain_attention() -> Result<()> {
+        let dev = Device::Cpu;
+        let q = Tensor::randn(0f32, 1.0, (2, 3, 500, 8), &dev)?;
+        let k = Tensor::randn(0f32, 1.0, (2, 3, 400, 8), &dev)?;
+        let v = Tensor::randn(0f32, 1.0, (2, 3, 400, 8), &dev)?;
+        const { assert!(2 * 3 * 500 * 400 >= PARALLEL_SCORES) };
+        let diff = max_abs_diff(&attention_tiled(&q, &k, &v, 64)?, &plain(&q, &k, &v)?)?;
+        assert!(diff < 1e-5, "max difference {diff}");
+        Ok(())
+    }
+
+    /// Float16 (candle's softmax after a scaled `q`, heads in parallel) against float32:
+    /// 1e-2 absolute covers float16's rounding of the inputs' products and of outputs of size
+    /// about 1 (2^-11 relative each, summed over 8 products and 400 weights).
+    #[test]
+    fn float16_matches_float32() -> Result<()> {
+        let dev = Device::Cpu;
+        let q = Tensor::randn(0f32, 1.0, (2, 3, 500, 8), &dev)?;
+        let k = Tensor::randn(0f32, 1.0, (2, 3, 400, 8), &dev)?;
+        let v = Tensor::randn(0f32, 1.0, (2, 3, 400, 8), &dev)?;
+        let half = |t: &Tensor| t.to_dtype(DType::F16);
+        let got = attention(&half(&q)?, &half(&k)?, &half(&v)?)?;
+        assert_eq!(got.dtype(), DType::F16);
+        let diff = max_abs_diff(&got.to_dtype(DType::F32)?, &plain(&q, &k, &v)?)?;
+        assert!(diff < 1e-2, "max difference {diff}");
+        Ok(())
+    }
+
+    /// Heads come back in order whatever the thread that computed them, and errors surface.
+    #[test]
+    fn heads_in_parallel_keeps_order() -> Result<()> {
+        let dev = Device::Cpu;
+        let head = |i: usize| Tensor::new(&[i as f32], &dev);
+        let got = heads_in_parallel(7, 3, &head)?;
+        let got: Vec<f32> = Tensor::cat(&got, 0)?.to_vec1()?;
+        assert_eq!(got, vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let failing = |i: usize| {
+            if i == 4 {
+                Err(candle_core::Error::Msg("head 4".into()))
+            } else {
+                head(i)
+            }
+        };
+        assert!(heads_in_parallel(7, 2, &failing).is_err());
         Ok(())
     }
 

@@ -7,8 +7,23 @@
 //!   and of diffusers' sliced attention (`AttnProcessor` with `set_attention_slice`): each tile's
 //!   scores stay small enough for the caches; in float32 the softmax is our own (a vectorised
 //!   exponential in place of one `expf` call per score).
+//! * [`conv2d`] / [`conv2d_with`]: convolution as tiled unfold + matrix product written straight
+//!   into NCHW order, with the bias, a per-image bias, a residual and nearest 2x upsampling
+//!   folded in; float16 and bfloat16 computed in float32.
+//! * [`group_norm`]: group normalisation, per-channel affine and optional SiLU in one operation
+//!   (statistics in one pass, then one pass that writes the output), parallel over
+//!   `(batch, group)` blocks, as PyTorch's CPU kernel is organised
+//!   (`aten/src/ATen/native/cpu/group_norm_kernel.cpp`).
+//!
+//! The element-wise loops run through `pulp` ([`pulp::Arch::dispatch`]): one generic body picks
+//! AVX-512 (16 lanes), AVX2 (8) or scalar code at run time, without `unsafe` in this crate.
 
 mod attention;
+mod conv;
 mod softmax;
 
 pub use attention::{attention, attention_tiled};
+pub use conv::{ConvOptions, conv2d, conv2d_with};
+mod group_norm;
+mod simd;
+pub use group_norm::group_norm;

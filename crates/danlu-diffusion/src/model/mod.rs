@@ -33,6 +33,7 @@
 //! ```
 
 mod backend;
+mod layers;
 pub mod preview;
 pub mod remap;
 pub mod text;

@@ -1,7 +1,7 @@
 //! The UNet (diffusers `UNet2DConditionModel` names, ldm `model.diffusion_model` behaviour).
 //!
-//! Resnets are candle's; the rest is owned here because candle 0.11.1 differs from ldm, which
-//! A1111 runs:
+//! Resnets, convolutions and group norms are [`super::layers`] (fused CPU kernels); the rest is
+//! owned here because candle 0.11.1 differs from ldm, which A1111 runs:
 //! - candle's GEGLU feed-forward uses the tanh approximation of GELU; ldm's `GEGLU`
 //!   (`ldm/modules/attention.py`) uses the exact one (a 1e-4 relative difference on one step);
 //! - candle computes the sinusoidal timestep embedding in the compute dtype; ldm's
@@ -13,10 +13,10 @@
 //!   is not a multiple of 8;
 //! - attention is a hook point (optimisations, hypernetworks).
 
+use super::layers::{Conv2d, GroupNorm, ResnetBlock2D};
 use crate::adapters::hypernetwork::{ActiveHypernetwork, apply_hypernetworks};
 use candle_core::{D, DType, Module, Tensor};
 use candle_nn as nn;
-use candle_transformers::models::stable_diffusion::resnet::{ResnetBlock2D, ResnetBlock2DConfig};
 
 /// What the UNet predicts (ldm `parameterization`; A1111 reads `parameterization: "v"` from a
 /// `.yaml` beside the checkpoint).
@@ -232,14 +232,14 @@ impl TransformerBlock {
 
 #[derive(Debug)]
 enum Projection {
-    Conv(nn::Conv2d),
+    Conv(Conv2d),
     Linear(nn::Linear),
 }
 
 /// ldm `SpatialTransformer` (diffusers `Transformer2DModel`), depth 1.
 #[derive(Debug)]
 struct SpatialTransformer {
-    norm: nn::GroupNorm,
+    norm: GroupNorm,
     proj_in: Projection,
     block: TransformerBlock,
     proj_out: Projection,
@@ -257,17 +257,11 @@ impl SpatialTransformer {
             Ok(if linear {
                 Projection::Linear(nn::linear(channels, channels, vb.pp(name))?)
             } else {
-                Projection::Conv(nn::conv2d(
-                    channels,
-                    channels,
-                    1,
-                    nn::Conv2dConfig::default(),
-                    vb.pp(name),
-                )?)
+                Projection::Conv(Conv2d::conv1(vb.pp(name), channels, channels)?)
             })
         };
         Ok(Self {
-            norm: nn::group_norm(32, channels, 1e-6, vb.pp("norm"))?,
+            norm: GroupNorm::new(vb.pp("norm"), 32, channels, 1e-6)?,
             proj_in: proj("proj_in")?,
             block: TransformerBlock::new(vb.pp("transformer_blocks.0"), channels, context, heads)?,
             proj_out: proj("proj_out")?,
@@ -293,11 +287,11 @@ impl SpatialTransformer {
             Projection::Linear(p) => p.forward(&to_tokens(&normed)?)?,
         };
         let tokens = self.block.forward(&tokens, context, hyper)?;
-        let out = match &self.proj_out {
-            Projection::Conv(p) => p.forward(&to_image(&tokens)?)?,
-            Projection::Linear(p) => to_image(&p.forward(&tokens)?)?,
-        };
-        out + xs
+        match &self.proj_out {
+            // The residual folded into the 1x1 convolution.
+            Projection::Conv(p) => p.forward_with(&to_image(&tokens)?, None, Some(xs), false),
+            Projection::Linear(p) => to_image(&p.forward(&tokens)?)? + xs,
+        }
     }
 }
 
@@ -328,33 +322,28 @@ impl Layer {
 struct Level {
     layers: Vec<Layer>,
     /// Downsampler (3x3, stride 2) on the way down, upsampler (nearest x2, 3x3) on the way up.
-    sampler: Option<nn::Conv2d>,
+    sampler: Option<Conv2d>,
 }
 
 /// A loaded UNet.
 #[derive(Debug)]
 pub struct Unet {
-    conv_in: nn::Conv2d,
+    conv_in: Conv2d,
     time_linear_1: nn::Linear,
     time_linear_2: nn::Linear,
     down: Vec<Level>,
     mid: (ResnetBlock2D, SpatialTransformer, ResnetBlock2D),
     up: Vec<Level>,
-    norm_out: nn::GroupNorm,
-    conv_out: nn::Conv2d,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
     /// Its configuration.
     pub config: UnetConfig,
     /// Hypernetworks applied to every attention's key and value inputs.
     hypernetworks: Vec<ActiveHypernetwork>,
 }
 
-fn conv3(vb: nn::VarBuilder, i: usize, o: usize, stride: usize) -> candle_core::Result<nn::Conv2d> {
-    let cfg = nn::Conv2dConfig {
-        padding: 1,
-        stride,
-        ..Default::default()
-    };
-    nn::conv2d(i, o, 3, cfg, vb)
+fn conv3(vb: nn::VarBuilder, i: usize, o: usize, stride: usize) -> candle_core::Result<Conv2d> {
+    Conv2d::conv3(vb, i, o, stride)
 }
 
 fn resnet(
@@ -363,16 +352,7 @@ fn resnet(
     o: usize,
     temb: usize,
 ) -> candle_core::Result<ResnetBlock2D> {
-    let cfg = ResnetBlock2DConfig {
-        out_channels: Some(o),
-        temb_channels: Some(temb),
-        groups: 32,
-        groups_out: None,
-        eps: 1e-5,
-        use_in_shortcut: None,
-        output_scale_factor: 1.,
-    };
-    ResnetBlock2D::new(vb, i, cfg)
+    ResnetBlock2D::new(vb, i, o, Some(temb), 32, 1e-5)
 }
 
 /// ldm `timestep_embedding`, computed in float32 as ldm does whatever the compute dtype:
@@ -482,7 +462,7 @@ impl Unet {
             down,
             mid,
             up,
-            norm_out: nn::group_norm(32, first, 1e-5, vb.pp("conv_norm_out"))?,
+            norm_out: GroupNorm::new(vb.pp("conv_norm_out"), 32, first, 1e-5)?,
             conv_out: conv3(vb.pp("conv_out"), first, config.out_channels, 1)?,
             config,
             hypernetworks: Vec::new(),
@@ -594,11 +574,11 @@ impl Unet {
                 xs = layer.forward(&Tensor::cat(&[&xs, &skip], 1)?, &emb, context, hyper)?;
             }
             if let Some(conv) = &level.sampler {
-                let (_, _, h, w) = xs.dims4()?;
-                xs = conv.forward(&xs.upsample_nearest2d(2 * h, 2 * w)?)?;
+                // ldm `Upsample`: nearest 2x, then the convolution (fused).
+                xs = conv.forward_upsampled(&xs)?;
             }
         }
-        let xs = nn::ops::silu(&self.norm_out.forward(&xs)?)?;
+        let xs = self.norm_out.forward_silu(&xs)?;
         self.conv_out.forward(&xs)
     }
 }

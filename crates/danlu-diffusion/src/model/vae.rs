@@ -1,15 +1,15 @@
-//! The VAE (diffusers `AutoencoderKL`, ldm `first_stage_model`), built from candle's blocks.
+//! The VAE (diffusers `AutoencoderKL`, ldm `first_stage_model`), built from [`super::layers`].
 //!
 //! The encoder and decoder are assembled here rather than taken from candle's `vae` module
 //! because img2img needs the latent distribution's mean and standard deviation, which candle
-//! keeps private.
+//! keeps private, and so that the blocks run on the fused CPU kernels.
 
-use candle_core::{Module, Tensor};
+use super::layers::{Conv2d, DownEncoderBlock, GroupNorm, UpDecoderBlock, VaeLevel, VaeMidBlock};
+use candle_core::Tensor;
 use candle_nn as nn;
-use candle_transformers::models::stable_diffusion::unet_2d_blocks::{
-    DownEncoderBlock2D, DownEncoderBlock2DConfig, UNetMidBlock2D, UNetMidBlock2DConfig,
-    UpDecoderBlock2D, UpDecoderBlock2DConfig,
-};
+
+/// Group norm epsilon of every VAE norm (diffusers `AutoencoderKL`, ldm `Normalize`).
+const EPS: f64 = 1e-6;
 
 /// VAE shape; SD1 and SD2 share one
 /// (<https://huggingface.co/runwayml/stable-diffusion-v1-5/blob/main/vae/config.json>,
@@ -42,41 +42,26 @@ impl VaeConfig {
     }
 }
 
-fn conv3(vb: nn::VarBuilder, i: usize, o: usize) -> candle_core::Result<nn::Conv2d> {
-    let cfg = nn::Conv2dConfig {
-        padding: 1,
-        ..Default::default()
-    };
-    nn::conv2d(i, o, 3, cfg, vb)
-}
-
-fn mid(vb: nn::VarBuilder, ch: usize, groups: usize) -> candle_core::Result<UNetMidBlock2D> {
-    let cfg = UNetMidBlock2DConfig {
-        resnet_eps: 1e-6,
-        output_scale_factor: 1.,
-        attn_num_head_channels: None,
-        resnet_groups: Some(groups),
-        ..Default::default()
-    };
-    UNetMidBlock2D::new(vb, ch, None, cfg)
+fn conv3(vb: nn::VarBuilder, i: usize, o: usize) -> candle_core::Result<Conv2d> {
+    Conv2d::conv3(vb, i, o, 1)
 }
 
 #[derive(Debug)]
 struct Encoder {
-    conv_in: nn::Conv2d,
-    down: Vec<DownEncoderBlock2D>,
-    mid: UNetMidBlock2D,
-    norm_out: nn::GroupNorm,
-    conv_out: nn::Conv2d,
+    conv_in: Conv2d,
+    down: Vec<DownEncoderBlock>,
+    mid: VaeMidBlock,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
 }
 
 #[derive(Debug)]
 struct Decoder {
-    conv_in: nn::Conv2d,
-    mid: UNetMidBlock2D,
-    up: Vec<UpDecoderBlock2D>,
-    norm_out: nn::GroupNorm,
-    conv_out: nn::Conv2d,
+    conv_in: Conv2d,
+    mid: VaeMidBlock,
+    up: Vec<UpDecoderBlock>,
+    norm_out: GroupNorm,
+    conv_out: Conv2d,
 }
 
 /// The latent distribution of an encoded image (ldm `DiagonalGaussianDistribution`).
@@ -93,8 +78,8 @@ pub struct LatentDistribution {
 pub struct Vae {
     encoder: Encoder,
     decoder: Decoder,
-    quant_conv: nn::Conv2d,
-    post_quant_conv: nn::Conv2d,
+    quant_conv: Conv2d,
+    post_quant_conv: Conv2d,
     /// Its configuration.
     pub config: VaeConfig,
 }
@@ -114,61 +99,49 @@ impl Vae {
         let e = vb.pp("encoder");
         let mut down = Vec::with_capacity(ch.len());
         for (i, &out) in ch.iter().enumerate() {
-            let cfg = DownEncoderBlock2DConfig {
-                num_layers: config.layers_per_block,
-                resnet_eps: 1e-6,
-                resnet_groups: groups,
-                add_downsample: i + 1 < ch.len(),
-                downsample_padding: 0,
-                ..Default::default()
+            let level = VaeLevel {
+                input: if i > 0 { ch[i - 1] } else { first },
+                output: out,
+                layers: config.layers_per_block,
+                groups,
+                eps: EPS,
+                resample: i + 1 < ch.len(),
             };
-            let input = if i > 0 { ch[i - 1] } else { first };
-            down.push(DownEncoderBlock2D::new(
-                e.pp("down_blocks").pp(i),
-                input,
-                out,
-                cfg,
-            )?);
+            down.push(DownEncoderBlock::new(e.pp("down_blocks").pp(i), level)?);
         }
         let encoder = Encoder {
             conv_in: conv3(e.pp("conv_in"), 3, first)?,
             down,
-            mid: mid(e.pp("mid_block"), last, groups)?,
-            norm_out: nn::group_norm(groups, last, 1e-6, e.pp("conv_norm_out"))?,
+            mid: VaeMidBlock::new(e.pp("mid_block"), last, groups, EPS)?,
+            norm_out: GroupNorm::new(e.pp("conv_norm_out"), groups, last, EPS)?,
             conv_out: conv3(e.pp("conv_out"), last, 2 * z)?,
         };
         let d = vb.pp("decoder");
         let rev: Vec<usize> = ch.iter().rev().copied().collect();
         let mut up = Vec::with_capacity(rev.len());
         for (i, &out) in rev.iter().enumerate() {
-            let cfg = UpDecoderBlock2DConfig {
-                num_layers: config.layers_per_block + 1,
-                resnet_eps: 1e-6,
-                resnet_groups: groups,
-                add_upsample: i + 1 < rev.len(),
-                ..Default::default()
+            let level = VaeLevel {
+                input: if i > 0 { rev[i - 1] } else { last },
+                output: out,
+                layers: config.layers_per_block + 1,
+                groups,
+                eps: EPS,
+                resample: i + 1 < rev.len(),
             };
-            let input = if i > 0 { rev[i - 1] } else { last };
-            up.push(UpDecoderBlock2D::new(
-                d.pp("up_blocks").pp(i),
-                input,
-                out,
-                cfg,
-            )?);
+            up.push(UpDecoderBlock::new(d.pp("up_blocks").pp(i), level)?);
         }
         let decoder = Decoder {
             conv_in: conv3(d.pp("conv_in"), z, last)?,
-            mid: mid(d.pp("mid_block"), last, groups)?,
+            mid: VaeMidBlock::new(d.pp("mid_block"), last, groups, EPS)?,
             up,
-            norm_out: nn::group_norm(groups, first, 1e-6, d.pp("conv_norm_out"))?,
+            norm_out: GroupNorm::new(d.pp("conv_norm_out"), groups, first, EPS)?,
             conv_out: conv3(d.pp("conv_out"), first, 3)?,
         };
-        let one = nn::Conv2dConfig::default();
         Ok(Self {
             encoder,
             decoder,
-            quant_conv: nn::conv2d(2 * z, 2 * z, 1, one, vb.pp("quant_conv"))?,
-            post_quant_conv: nn::conv2d(z, z, 1, one, vb.pp("post_quant_conv"))?,
+            quant_conv: Conv2d::conv1(vb.pp("quant_conv"), 2 * z, 2 * z)?,
+            post_quant_conv: Conv2d::conv1(vb.pp("post_quant_conv"), z, z)?,
             config,
         })
     }
@@ -184,8 +157,8 @@ impl Vae {
         for block in &e.down {
             xs = block.forward(&xs)?;
         }
-        let xs = e.mid.forward(&xs, None)?;
-        let xs = nn::ops::silu(&e.norm_out.forward(&xs)?)?;
+        let xs = e.mid.forward(&xs)?;
+        let xs = e.norm_out.forward_silu(&xs)?;
         let xs = self.quant_conv.forward(&e.conv_out.forward(&xs)?)?;
         let z = self.config.latent_channels;
         let mean = xs.narrow(1, 0, z)?;
@@ -202,11 +175,11 @@ impl Vae {
     pub fn decode(&self, latents: &Tensor) -> crate::Result<Tensor> {
         let d = &self.decoder;
         let xs = self.post_quant_conv.forward(latents)?;
-        let mut xs = d.mid.forward(&d.conv_in.forward(&xs)?, None)?;
+        let mut xs = d.mid.forward(&d.conv_in.forward(&xs)?)?;
         for block in &d.up {
             xs = block.forward(&xs)?;
         }
-        let xs = nn::ops::silu(&d.norm_out.forward(&xs)?)?;
+        let xs = d.norm_out.forward_silu(&xs)?;
         Ok(d.conv_out.forward(&xs)?)
     }
 }
