@@ -12,11 +12,18 @@
 //! the mask blur, `masking.fill` and `apply_overlay` on their own, and float64 runs with mask
 //! blur, masked content "fill", "latent noise", "latent nothing" and an inverted mask.
 //!
+//! `inpaint_resized_reference.*`: a 48x40 mask for the 64x64 picture, inverted and blurred at
+//! its own size and then resized with each img2img resize mode (A1111's order), on its own and
+//! in whole float64 runs. `inpaint_timesteps_reference.*`: float64 runs with DDIM, PLMS and
+//! UniPC, whose model input (not the predicted noise) is blended with the init latent (A1111
+//! `CFGDenoiserTimesteps.mask_before_denoising`), on the ordinary and the inpainting UNet.
+//!
 //! Tolerances as in `pipeline_parity.rs`: the final latent within 2e-5 of the largest reference
 //! value (float32 network rounding through the steps; PyTorch's own float32 run differs by
 //! about 8e-6), every 8-bit value within 1. The mask blur may differ by 1 (the kernel's weights
 //! come from `f64::exp` here and OpenCV's software double there; measured: none differ); fill
-//! and overlay are Pillow's integer arithmetic and must match byte for byte.
+//! and overlay are Pillow's integer arithmetic and must match byte for byte, as must the resized
+//! masks (OpenCV's fixed-point blur, Pillow's Lanczos).
 
 // Measured errors are printed for the record.
 #![allow(clippy::print_stderr)]
@@ -29,7 +36,8 @@ use danlu_diffusion::model::{
     Activation, LayerChoice, TextConfig, TextLayout, UnetConfig, VaeConfig,
 };
 use danlu_diffusion::pipeline::{
-    Architecture, Family, InitImage, Inpaint, InpaintFill, LoadOptions, Pipeline, Progress, Request,
+    Architecture, Family, InitImage, Inpaint, InpaintFill, LoadOptions, MaskResize, Pipeline,
+    Progress, Request, ResizeMode,
 };
 use danlu_diffusion::sampling::{Scheduler, parse_sampler_name};
 
@@ -144,6 +152,7 @@ impl Reference {
         Ok(Inpaint {
             image: InitImage::new(64, 64, image)?,
             mask: self.tensor("mask")?.flatten_all()?.to_vec1::<u8>()?,
+            mask_resize: None,
             denoising_strength: self.run(name)?["denoising_strength"]
                 .as_f64()
                 .unwrap_or_default() as f32,
@@ -273,7 +282,7 @@ fn ordinary_checkpoint_with_a_mask_matches_a1111() -> anyhow::Result<()> {
 }
 
 #[test]
-fn unsupported_inpaint_settings_are_refused() -> anyhow::Result<()> {
+fn a_mask_of_the_wrong_size_is_refused() -> anyhow::Result<()> {
     let reference = Reference::load()?;
     let name = "inpaint_plain_img2img";
     let p = Pipeline::load(
@@ -286,12 +295,16 @@ fn unsupported_inpaint_settings_are_refused() -> anyhow::Result<()> {
         ..reference.inpaint(name)?
     };
     anyhow::ensure!(p.inpaint(&request, &short, &mut no_progress()).is_err());
-    let ddim = Request {
-        sampler: danlu_diffusion::sampling::SamplerKind::Ddim,
-        ..request
+    let mislabelled = Inpaint {
+        mask_resize: Some(MaskResize {
+            width: 32,
+            height: 32,
+            mode: ResizeMode::JustResize,
+        }),
+        ..reference.inpaint(name)?
     };
     anyhow::ensure!(
-        p.inpaint(&ddim, &reference.inpaint(name)?, &mut no_progress())
+        p.inpaint(&request, &mislabelled, &mut no_progress())
             .is_err()
     );
     Ok(())
@@ -306,13 +319,13 @@ struct Masks {
 
 impl Masks {
     fn load() -> anyhow::Result<Self> {
-        let meta = serde_json::from_str(&std::fs::read_to_string(format!(
-            "{DIR}/inpaint_masks_reference.json"
-        ))?)?;
-        let tensors = candle_core::safetensors::load(
-            format!("{DIR}/inpaint_masks_reference.safetensors"),
-            &Device::Cpu,
-        )?;
+        Self::load_named("inpaint_masks_reference")
+    }
+
+    fn load_named(name: &str) -> anyhow::Result<Self> {
+        let meta = serde_json::from_str(&std::fs::read_to_string(format!("{DIR}/{name}.json"))?)?;
+        let tensors =
+            candle_core::safetensors::load(format!("{DIR}/{name}.safetensors"), &Device::Cpu)?;
         Ok(Self { meta, tensors })
     }
 
@@ -391,14 +404,17 @@ fn fill_and_overlay_match_pillow() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whole runs with mask blur, "fill", "latent noise", "latent nothing" and an inverted mask,
-/// against the float64 reference: the final latent within [`LATENT_TOLERANCE`] of the largest
-/// reference value, every 8-bit value within 1.
-#[test]
-fn mask_settings_match_a1111() -> anyhow::Result<()> {
+/// Runs every entry of `masks.meta["runs"]` (at least `min_runs`) on the ordinary or the
+/// inpainting checkpoint, with the mask `mask` of size `mask_size` (the picture's when `None`;
+/// otherwise resized by the run's `resize_mode`), against the float64 reference: the final latent
+/// within [`LATENT_TOLERANCE`] of the largest reference value, every 8-bit value within 1.
+fn check_runs(
+    masks: &Masks,
+    min_runs: usize,
+    mask: Option<(Vec<u8>, usize, usize)>,
+) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let reference = Reference::load()?;
-    let masks = Masks::load()?;
     let plain = Pipeline::load(
         format!("{MODEL_DIR}/sd1_tiny.safetensors"),
         LoadOptions::new(tiny_sd1(4)),
@@ -407,7 +423,7 @@ fn mask_settings_match_a1111() -> anyhow::Result<()> {
     let runs = masks.meta["runs"]
         .as_array()
         .ok_or_else(|| anyhow::anyhow!("no runs"))?;
-    anyhow::ensure!(runs.len() >= 5);
+    anyhow::ensure!(runs.len() >= min_runs);
     for r in runs {
         let name = r["name"].as_str().unwrap_or_default();
         let num = |k: &str| {
@@ -427,13 +443,27 @@ fn mask_settings_match_a1111() -> anyhow::Result<()> {
             ..reference.request("inpaint_plain_img2img")?
         };
         let blur = num("mask_blur")? as u32;
+        let base = reference.inpaint("inpaint_plain_img2img")?;
+        let (pixels, mask_resize) = match &mask {
+            None => (base.mask.clone(), None),
+            Some((pixels, width, height)) => (
+                pixels.clone(),
+                Some(MaskResize {
+                    width: *width,
+                    height: *height,
+                    mode: ResizeMode::parse_name(&num("resize_mode")?.to_string())?,
+                }),
+            ),
+        };
         let inpaint = Inpaint {
+            mask: pixels,
+            mask_resize,
             denoising_strength: num("denoising_strength")? as f32,
             fill: InpaintFill::parse_name(&num("inpainting_fill")?.to_string())?,
             blur_x: blur,
             blur_y: blur,
             invert: num("inpainting_mask_invert")? != 0.0,
-            ..reference.inpaint("inpaint_plain_img2img")?
+            ..base
         };
         let p = if r["model"] == "inpaint" {
             &inpainting
@@ -461,4 +491,89 @@ fn mask_settings_match_a1111() -> anyhow::Result<()> {
         anyhow::ensure!(worst <= 1, "{name}: an 8-bit value differs by {worst}");
     }
     Ok(())
+}
+
+/// Whole runs with mask blur, "fill", "latent noise", "latent nothing" and an inverted mask.
+#[test]
+fn mask_settings_match_a1111() -> anyhow::Result<()> {
+    check_runs(&Masks::load()?, 5, None)
+}
+
+fn resized() -> anyhow::Result<(Masks, Vec<u8>, usize, usize)> {
+    let m = Masks::load_named("inpaint_resized_reference")?;
+    let size = |k: &str| {
+        m.meta[k]
+            .as_u64()
+            .map(|v| v as usize)
+            .ok_or_else(|| anyhow::anyhow!("no `{k}`"))
+    };
+    let (w, h) = (size("mask_width")?, size("mask_height")?);
+    let own = m.bytes("own_mask")?;
+    anyhow::ensure!(own.len() == w * h && (w, h) != (64, 64));
+    Ok((m, own, w, h))
+}
+
+/// A mask of another size than the picture, prepared in A1111's order (invert, blur at its own
+/// size, resize with the img2img resize mode): byte for byte, for every resize mode.
+#[test]
+fn a_mask_of_another_size_is_blurred_then_resized_as_a1111_does() -> anyhow::Result<()> {
+    let (m, own, w, h) = resized()?;
+    let runs = m.meta["runs"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("no runs"))?;
+    let mut modes = std::collections::HashSet::new();
+    for r in runs {
+        let name = r["name"].as_str().unwrap_or_default();
+        let mode = ResizeMode::parse_name(&r["resize_mode"].to_string())?;
+        modes.insert(mode);
+        let blur = r["mask_blur"].as_u64().unwrap_or_default() as u32;
+        let got = danlu_diffusion::pipeline::prepare_mask(
+            &own,
+            Some(MaskResize {
+                width: w,
+                height: h,
+                mode,
+            }),
+            r["inpainting_mask_invert"] == 1,
+            blur,
+            blur,
+            64,
+            64,
+        )?;
+        let (worst, off) = byte_gap(&got, &m.bytes(&format!("{name}_mask"))?)?;
+        eprintln!(
+            "{name} mask: {off} of {} values differ, by at most {worst}",
+            got.len()
+        );
+        anyhow::ensure!(worst == 0, "{name}: a mask value differs by {worst}");
+    }
+    anyhow::ensure!(modes.len() == 3, "every resize mode is covered");
+    Ok(())
+}
+
+/// Whole float64 runs with a 48x40 mask for the 64x64 picture.
+#[test]
+fn a_mask_of_another_size_inpaints_as_a1111_does() -> anyhow::Result<()> {
+    let (m, own, w, h) = resized()?;
+    check_runs(&m, 3, Some((own, w, h)))
+}
+
+/// DDIM, PLMS and UniPC with a mask on the ordinary and the inpainting checkpoint (A1111
+/// `CFGDenoiserTimesteps`: the model input blended with the clean init latent before every
+/// model call, the final latent blended once more).
+#[test]
+fn timestep_samplers_inpaint_as_a1111_does() -> anyhow::Result<()> {
+    let m = Masks::load_named("inpaint_timesteps_reference")?;
+    let samplers: std::collections::HashSet<&str> = m.meta["runs"]
+        .as_array()
+        .ok_or_else(|| anyhow::anyhow!("no runs"))?
+        .iter()
+        .filter_map(|r| r["sampler"].as_str())
+        .collect();
+    anyhow::ensure!(
+        ["DDIM", "PLMS", "UniPC"]
+            .iter()
+            .all(|s| samplers.contains(s))
+    );
+    check_runs(&m, 5, None)
 }

@@ -5,7 +5,8 @@ use candle_core::{DType, Device, Tensor};
 
 use super::Pipeline;
 use super::image::InitImage;
-use super::resize::{Filter, resample};
+use super::mask::{blur_mask, invert_mask};
+use super::resize::{Filter, ResizeMode, resample, resize_image};
 use crate::rng::TorchCpuGenerator;
 use crate::sampling::{Denoiser, EpsDenoiser};
 use crate::{Error, Result};
@@ -56,14 +57,29 @@ impl InpaintFill {
     }
 }
 
+/// A mask of another size than the picture: its own size and how it is brought to the
+/// picture's size once it is inverted and blurred (A1111 `StableDiffusionProcessingImg2Img.init`:
+/// `images.resize_image(p.resize_mode, image_mask, p.width, p.height)`, Lanczos for a grey mask).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MaskResize {
+    /// The mask's width in pixels.
+    pub width: usize,
+    /// The mask's height in pixels.
+    pub height: usize,
+    /// The img2img resize mode (the init image's).
+    pub mode: ResizeMode,
+}
+
 /// An inpainting input (see [`Pipeline::inpaint`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Inpaint {
     /// The picture (its size must equal the request's).
     pub image: InitImage,
-    /// One 8-bit value per pixel, row-major: white (255) is repainted, black kept (A1111
-    /// "Inpaint masked").
+    /// One 8-bit value per pixel, row-major, at the picture's size or at `mask_resize`'s: white
+    /// (255) is repainted, black kept (A1111 "Inpaint masked").
     pub mask: Vec<u8>,
+    /// The mask's own size when it is not the picture's (`None`: the picture's size).
+    pub mask_resize: Option<MaskResize>,
     /// A1111 "Denoising strength".
     pub denoising_strength: f32,
     /// A1111 "Masked content".
@@ -77,6 +93,64 @@ pub struct Inpaint {
     pub blur_y: u32,
     /// A1111 `inpainting_mask_invert`: repaint where the mask is black.
     pub invert: bool,
+}
+
+impl Inpaint {
+    /// The mask as A1111 uses it for "Inpaint area: Whole picture", one value per pixel of the
+    /// picture ([`prepare_mask`] with this input's settings).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when the mask's length is not its size's.
+    pub fn prepared_mask(&self) -> Result<Vec<u8>> {
+        prepare_mask(
+            &self.mask,
+            self.mask_resize,
+            self.invert,
+            self.blur_x,
+            self.blur_y,
+            self.image.width,
+            self.image.height,
+        )
+    }
+}
+
+/// A1111's mask for "Inpaint area: Whole picture" (`StableDiffusionProcessingImg2Img.init`
+/// without `inpaint_full_res`), in A1111's order: inverted when asked (Pillow
+/// `ImageOps.invert`), blurred at its own size ([`blur_mask`]), then resized to `width`x`height`
+/// by `resize`'s mode ([`resize_image`] on the grey mask, A1111 `images.resize_image`). `mask`
+/// is at `resize`'s size, or at `width`x`height` for `None`.
+///
+/// # Errors
+/// [`Error::Invalid`] when the mask's length is not its size's or a size is 0.
+pub fn prepare_mask(
+    mask: &[u8],
+    resize: Option<MaskResize>,
+    invert: bool,
+    blur_x: u32,
+    blur_y: u32,
+    width: usize,
+    height: usize,
+) -> Result<Vec<u8>> {
+    let (mw, mh) = resize.map_or((width, height), |r| (r.width, r.height));
+    if mask.len() != mw * mh || mw == 0 || mh == 0 {
+        return Err(Error::Invalid {
+            what: "mask",
+            reason: format!("{} values for a {mw}x{mh} mask", mask.len()),
+        });
+    }
+    let mut mask = mask.to_vec();
+    if invert {
+        invert_mask(&mut mask);
+    }
+    let mask = blur_mask(&mask, mw, mh, blur_x, blur_y);
+    match resize {
+        Some(r) if (mw, mh) != (width, height) => {
+            let grey = InitImage::new(mw, mh, mask.iter().flat_map(|&v| [v, v, v]).collect())?;
+            let resized = resize_image(r.mode, &grey, width, height)?;
+            Ok(resized.pixels.chunks_exact(3).map(|p| p[0]).collect())
+        }
+        _ => Ok(mask),
+    }
 }
 
 /// `x * nmask + init * mask`.
@@ -93,8 +167,11 @@ impl LatentBlend {
     }
 }
 
-/// A1111 `CFGDenoiser` with a mask: the denoised prediction blended with the init latent
-/// (`mask_before_denoising` off, its default).
+/// A1111 `CFGDenoiser` with a mask. The k-diffusion samplers (`CFGDenoiser`,
+/// `mask_before_denoising` off) get the denoised prediction blended with the init latent; the
+/// timestep samplers (`CFGDenoiserTimesteps`, `mask_before_denoising = True`) get the model's
+/// input blended instead, `x * nmask + init_latent * mask` with the clean init latent, while the
+/// sampler goes on from its own unblended `x`.
 pub(super) struct MaskedDenoiser<D> {
     pub(super) inner: D,
     pub(super) blend: Option<LatentBlend>,
@@ -110,10 +187,14 @@ impl<D: Denoiser> Denoiser for MaskedDenoiser<D> {
     }
 }
 
-/// Timestep samplers see the plain model ([`Pipeline::inpaint`] refuses them with a mask).
+/// A1111 `CFGDenoiser.forward` with `mask_before_denoising`: the blend before the model, none
+/// after it.
 impl<D: EpsDenoiser> EpsDenoiser for MaskedDenoiser<D> {
     fn eps(&mut self, x: &Tensor, timestep: f32) -> Result<Tensor> {
-        self.inner.eps(x, timestep)
+        match &self.blend {
+            Some(b) => self.inner.eps(&b.apply(x)?, timestep),
+            None => self.inner.eps(x, timestep),
+        }
     }
 
     fn alphas_cumprod(&self) -> &[f32] {

@@ -30,7 +30,7 @@ mod mask;
 mod resize;
 
 pub use image::{InitImage, to_rgb8};
-pub use inpaint::{Inpaint, InpaintFill};
+pub use inpaint::{Inpaint, InpaintFill, MaskResize, prepare_mask};
 use inpaint::{LatentBlend, MaskedDenoiser, latent_masks};
 pub use mask::{apply_overlay, blur_mask, fill_masked, invert_mask};
 pub use resize::{Filter, ResizeMode, lanczos_resize, resample, resize_image};
@@ -498,22 +498,24 @@ impl Pipeline {
     /// mask, "Inpaint area: Whole picture").
     ///
     /// As A1111 `processing.py` (`StableDiffusionProcessingImg2Img.init`, `sample`): the mask
-    /// inverted when asked, blurred ([`blur_mask`]); for every masked-content mode but
-    /// "original" the picture's masked part filled with blurred colours from around it
-    /// ([`fill_masked`], A1111 `masking.fill`) before it is encoded; the mask resized to the
-    /// latent (Pillow's bicubic) and rounded gives `mask`/`nmask`; "latent noise" replaces the
-    /// masked latent by the first seeds' noise (`create_random_tensors`), "latent nothing" zeroes
-    /// it; every denoised prediction and the final latent are blended
-    /// `x * nmask + init_latent * mask`; an inpainting UNet also gets
-    /// `inpainting_image_conditioning` (the rounded mask and the latent of the (filled) image
-    /// with the masked part blanked, `inpainting_mask_weight` of the way); the decoded picture
-    /// gets the original pixels back outside the mask (`apply_overlay` with `clip(mask * 2)`).
-    /// The VAE samples come from one `torch.manual_seed(seed)` generator, the init image's
-    /// first, then the masked image's (see [`Pipeline::img2img`]).
+    /// inverted when asked and blurred ([`blur_mask`]) at its own size, then resized to the
+    /// picture's size with the img2img resize mode ([`Inpaint::prepared_mask`]); for every
+    /// masked-content mode but "original" the picture's masked part filled with blurred colours
+    /// from around it ([`fill_masked`], A1111 `masking.fill`) before it is encoded; the mask
+    /// resized to the latent (Pillow's bicubic) and rounded gives `mask`/`nmask`; "latent noise"
+    /// replaces the masked latent by the first seeds' noise (`create_random_tensors`), "latent
+    /// nothing" zeroes it; the k-diffusion samplers get every denoised prediction blended
+    /// `x * nmask + init_latent * mask`, the timestep samplers (DDIM, PLMS, UniPC) every model
+    /// input instead (A1111 `CFGDenoiserTimesteps`, `mask_before_denoising`); the final latent is
+    /// blended once more; an inpainting UNet also gets `inpainting_image_conditioning` (the
+    /// rounded mask and the latent of the (filled) image with the masked part blanked,
+    /// `inpainting_mask_weight` of the way); the decoded picture gets the original pixels back
+    /// outside the mask (`apply_overlay` with `clip(mask * 2)`). The VAE samples come from one
+    /// `torch.manual_seed(seed)` generator, the init image's first, then the masked image's (see
+    /// [`Pipeline::img2img`]).
     ///
     /// # Errors
-    /// As [`Pipeline::img2img`]; also for a mask of the wrong size or a timestep sampler (DDIM,
-    /// PLMS, UniPC).
+    /// As [`Pipeline::img2img`]; also for a mask whose length is not its size's.
     pub fn inpaint(
         &self,
         request: &Request,
@@ -521,32 +523,14 @@ impl Pipeline {
         progress: &mut ProgressFn<'_>,
     ) -> Result<Vec<Image>> {
         let (w, h) = (inpaint.image.width, inpaint.image.height);
-        if inpaint.mask.len() != w * h {
-            return Err(Error::Invalid {
-                what: "mask",
-                reason: format!("{} values for a {w}x{h} image", inpaint.mask.len()),
-            });
-        }
-        if request.sampler.info().timesteps {
-            return Err(Error::Invalid {
-                what: "sampler",
-                reason: format!(
-                    "`{}` cannot inpaint yet (k-diffusion samplers can)",
-                    request.sampler.label()
-                ),
-            });
-        }
-        let mut mask = inpaint.mask.clone();
-        if inpaint.invert {
-            invert_mask(&mut mask);
-        }
-        let mask = blur_mask(&mask, w, h, inpaint.blur_x, inpaint.blur_y);
+        let mask = inpaint.prepared_mask()?;
         let image = match inpaint.fill {
             InpaintFill::Original => inpaint.image.clone(),
             _ => InitImage::new(w, h, fill_masked(&inpaint.image.pixels, &mask, w, h))?,
         };
         let prepared = Inpaint {
             mask,
+            mask_resize: None,
             blur_x: 0,
             blur_y: 0,
             invert: false,

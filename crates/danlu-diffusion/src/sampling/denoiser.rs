@@ -14,7 +14,7 @@ pub trait Denoiser {
     fn denoise(&mut self, x: &Tensor, sigma: f32) -> Result<Tensor>;
 }
 
-/// What A1111's timestep samplers (DDIM, PLMS) call: the predicted noise at a discrete
+/// What A1111's timestep samplers (DDIM, PLMS, UniPC) call: the predicted noise at a discrete
 /// timestep.
 pub trait EpsDenoiser {
     /// Returns the predicted noise for `x` at `timestep`.

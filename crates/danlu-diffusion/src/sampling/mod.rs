@@ -186,7 +186,7 @@ pub enum SamplerKind {
     Ddim,
     /// `PLMS` (A1111 `sd_samplers_timesteps_impl.plms`).
     Plms,
-    /// `UniPC` (A1111 `sd_samplers_timesteps_impl.unipc`, txt2img only).
+    /// `UniPC` (A1111 `sd_samplers_timesteps_impl.unipc`).
     UniPc,
 }
 
@@ -209,7 +209,7 @@ pub struct SamplerInfo {
     pub stochastic: bool,
     /// Whether A1111 feeds it from a Brownian tree (`brownian_noise`).
     pub brownian_noise: bool,
-    /// Whether it is one of A1111's timestep samplers (DDIM, PLMS).
+    /// Whether it is one of A1111's timestep samplers (DDIM, PLMS, UniPC).
     pub timesteps: bool,
 }
 
@@ -465,9 +465,10 @@ pub fn img2img_steps(steps: usize, denoising_strength: f32) -> (usize, usize) {
 }
 
 /// Runs an img2img sampling loop the way A1111's `sample_img2img` does: k-diffusion samplers
-/// run on `sigmas[steps - t_enc - 1..]` from `init_latent + noise * sigma`, DDIM/PLMS on
-/// `timesteps[..t_enc]` from `init_latent * sqrt(ᾱ) + noise * sqrt(1 - ᾱ)` at
-/// `timesteps[t_enc]`. `request.noise` is the unit noise (A1111's first `ImageRNG` draw).
+/// run on `sigmas[steps - t_enc - 1..]` from `init_latent + noise * sigma`, DDIM, PLMS and
+/// UniPC on `timesteps[..t_enc]` from `init_latent * sqrt(ᾱ) + noise * sqrt(1 - ᾱ)` at
+/// `timesteps[t_enc]` (UniPC from A1111's img2img start time, [`timesteps::unipc_img2img`]).
+/// `request.noise` is the unit noise (A1111's first `ImageRNG` draw).
 ///
 /// # Errors
 /// The model's errors, [`Error::Invalid`] for bad settings (a strength that leaves no step),
@@ -495,14 +496,6 @@ pub fn sample_img2img<D: Denoiser + EpsDenoiser>(
         });
     }
     let info = sampler.info();
-    if sampler == SamplerKind::UniPc {
-        // A1111 starts UniPC at `timesteps[-1] / 1000 + 1 / 1000` for img2img, with a comment
-        // that it is "likely off by a bit"; not reproduced yet.
-        return Err(Error::Invalid {
-            what: "sampler",
-            reason: "UniPC img2img is not supported yet".to_owned(),
-        });
-    }
     if info.timesteps {
         let all = timesteps::ddim_timesteps(steps)?;
         let ac = EpsDenoiser::alphas_cumprod(model);
@@ -518,6 +511,7 @@ pub fn sample_img2img<D: Denoiser + EpsDenoiser>(
         };
         return match sampler {
             SamplerKind::Plms => timesteps::plms(run, xi),
+            SamplerKind::UniPc => timesteps::unipc_img2img(run, xi),
             _ => timesteps::ddim(run, xi),
         };
     }

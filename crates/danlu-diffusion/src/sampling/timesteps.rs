@@ -1,5 +1,5 @@
 //! A1111's timestep samplers (`modules/sd_samplers_timesteps.py`,
-//! `modules/sd_samplers_timesteps_impl.py`): DDIM and PLMS on discrete UNet timesteps.
+//! `modules/sd_samplers_timesteps_impl.py`): DDIM, PLMS and UniPC on discrete UNet timesteps.
 
 use candle_core::Tensor;
 
@@ -361,12 +361,31 @@ impl UniPc<'_, '_> {
 /// `sd_samplers_timesteps_impl.unipc`) with A1111's defaults: multistep, variant `bh1`,
 /// data prediction, order 3, `time_uniform` skip from t = 1 to 1/1000, lower order at the end.
 /// As in A1111 the number of steps is `len(run.timesteps)` (see [`ddim_timesteps`]); only
-/// the count of `run.timesteps` is used. txt2img only (A1111's img2img start time is not
-/// reproduced). `run.eta` is ignored.
+/// the count of `run.timesteps` is used. `run.eta` is ignored. For img2img see
+/// [`unipc_img2img`].
 ///
 /// # Errors
 /// The model's errors, [`Error::Invalid`] for fewer than 3 steps, or [`Error::Cancelled`].
-pub fn unipc(mut run: TimestepRun<'_>, x: Tensor) -> Result<Tensor> {
+pub fn unipc(run: TimestepRun<'_>, x: Tensor) -> Result<Tensor> {
+    unipc_from(run, x, 1.0)
+}
+
+/// A1111's UniPC for img2img (`sd_samplers_timesteps_impl.unipc` with `is_img2img`): as
+/// [`unipc`] over `len(run.timesteps)` steps (the `timesteps[:t_enc]` of
+/// `CompVisSampler.sample_img2img`), but from `t_start = timesteps[-1] / 1000 + 1 / 1000`
+/// (float32, as A1111 computes it on its integer timestep tensor) instead of 1.
+///
+/// # Errors
+/// As [`unipc`].
+pub fn unipc_img2img(run: TimestepRun<'_>, x: Tensor) -> Result<Tensor> {
+    let last = run.timesteps.last().copied().unwrap_or(0);
+    let t_start = last as f32 / 1000.0 + (1.0_f64 / 1000.0) as f32;
+    unipc_from(run, x, t_start)
+}
+
+/// UniPC from continuous time `t_start` down to `1 / N` (`UniPC.sample`: `t_T = t_start`,
+/// `get_time_steps('time_uniform', t_T, t_0, steps)`).
+fn unipc_from(mut run: TimestepRun<'_>, x: Tensor, t_start: f32) -> Result<Tensor> {
     const ORDER: usize = 3;
     let steps = run.timesteps.len();
     if steps < ORDER {
@@ -377,7 +396,7 @@ pub fn unipc(mut run: TimestepRun<'_>, x: Tensor) -> Result<Tensor> {
     }
     let ns = VpSchedule::new(run.model.alphas_cumprod());
     let t_0 = 1.0 / ns.total() as f32;
-    let times = super::schedule::linspace_f32(1.0, t_0, steps + 1);
+    let times = super::schedule::linspace_f32(t_start, t_0, steps + 1);
     let mut u = UniPc { run: &mut run, ns };
     let mut x = x;
     let mut model_prev = vec![u.model_fn(&x, times[0])?];

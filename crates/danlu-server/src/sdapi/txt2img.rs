@@ -10,11 +10,9 @@ use crate::state::Shared;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
-use danlu_diffusion::pipeline::{
-    Img2Img, InitImage, Request, ResizeMode, blur_mask, invert_mask, resize_image,
-};
+use danlu_diffusion::pipeline::{Img2Img, InitImage, Request, ResizeMode, resize_image};
 use danlu_diffusion::sampling::{SampleRequest, Scheduler, parse_sampler_name};
-use danlu_generate::{Generated, InpaintFill, Job, Mask};
+use danlu_generate::{Generated, InpaintFill, Job, Mask, MaskResize};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -635,11 +633,9 @@ fn only_masked(
     })?;
     let (w0, h0) = (image.width, image.height);
     let settings = read_mask(req, text, ResizeMode::JustResize, w0, h0)?;
-    let mut prepared = settings.pixels.clone();
-    if settings.invert {
-        invert_mask(&mut prepared);
-    }
-    let prepared = blur_mask(&prepared, w0, h0, settings.blur_x, settings.blur_y);
+    let prepared = settings
+        .prepared(w0, h0)
+        .map_err(|e| ApiError::invalid(format!("mask: {e}")))?;
     let Some(bbox) = crop_region(&prepared, w0, h0, padding) else {
         return Ok(None);
     };
@@ -662,6 +658,7 @@ fn only_masked(
     // Inverted and blurred already: the engine neither inverts nor blurs it again.
     let mask = Mask {
         pixels: crop_mask.pixels.chunks_exact(3).map(|p| p[0]).collect(),
+        resize: None,
         blur_x: 0,
         blur_y: 0,
         fill: settings.fill,
@@ -781,8 +778,9 @@ fn fit(
 }
 
 /// The mask of an img2img request: A1111 `create_binary_mask` (an RGBA mask with any
-/// transparency is its alpha channel, thresholded at 128; any other is Pillow's `convert("L")`),
-/// resized like the init image, with the request's blur, fill and invert.
+/// transparency is its alpha channel, thresholded at 128; any other is Pillow's `convert("L")`)
+/// at its own size, to be blurred there and then resized like the init image, with the
+/// request's blur, fill and invert.
 fn read_mask(
     req: &Img2ImgRequest,
     text: &str,
@@ -795,10 +793,13 @@ fn read_mask(
     }
     let bytes = crate::sdapi::decode_image("mask", text)?;
     let (w, h, grey) = read_grey_mask(&bytes)?;
-    let rgb: Vec<u8> = grey.iter().flat_map(|&l| [l, l, l]).collect();
-    let image = InitImage::new(w, h, rgb).map_err(|e| ApiError::invalid(format!("mask: {e}")))?;
-    let image = fit(mode, image, width, height, "mask")?;
-    let pixels = image.pixels.chunks_exact(3).map(|p| p[0]).collect();
+    // A1111 blurs the mask at its own size and resizes it afterwards (the engine does both).
+    let resize = ((w, h) != (width, height)).then_some(MaskResize {
+        width: w,
+        height: h,
+        mode,
+    });
+    let pixels = grey;
     let blur = |what: &str, v: i64| {
         u32::try_from(v)
             .ok()
@@ -836,6 +837,7 @@ fn read_mask(
     };
     Ok(Mask {
         pixels,
+        resize,
         blur_x,
         blur_y,
         fill,
