@@ -322,9 +322,9 @@ pub struct GenerateArgs {
     /// Eta of ancestral and SDE samplers (default A1111's: 1, DDIM 0).
     #[arg(long)]
     pub eta: Option<f64>,
-    /// Compute precision of the networks.
-    #[arg(long, value_enum, default_value_t = Precision::F32)]
-    pub precision: Precision,
+    /// Device, precision and threads.
+    #[command(flatten)]
+    pub engine: EngineArgs,
     /// The UNet predicts v (SD 2.x 768-v); also read from a `.yaml` beside the checkpoint.
     #[arg(long)]
     pub v_pred: bool,
@@ -339,9 +339,31 @@ pub struct GenerateArgs {
     pub output: PathBuf,
 }
 
-/// Compute precision of `danlu generate`.
+/// Where and how the networks run (`generate`, `reproduce`, `serve`).
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// Device: `auto` (a GPU this build can drive, else the CPU), `cpu`, `cuda[:N]` (build with
+    /// `--features cuda`) or `metal[:N]` (build with `--features metal`).
+    #[arg(
+        long,
+        value_name = "DEVICE",
+        default_value = "auto",
+        env = "DANLU_DEVICE"
+    )]
+    pub device: String,
+    /// Compute precision of the networks (`auto`: f32 on the CPU, f16 on a GPU).
+    #[arg(long, value_enum, default_value_t = Precision::Auto)]
+    pub precision: Precision,
+    /// CPU threads for the networks (default: every core).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+}
+
+/// Compute precision of the networks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Precision {
+    /// The device's fastest correct precision: f32 on the CPU, f16 on a GPU.
+    Auto,
     /// 32-bit floats.
     F32,
     /// 16-bit floats.
@@ -559,6 +581,9 @@ pub struct ServeArgs {
     /// Largest request body accepted, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     pub max_body_mib: usize,
+    /// Device, precision and threads.
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 /// Arguments of `danlu reproduce`.
@@ -577,6 +602,9 @@ pub struct ReproduceArgs {
     /// Print the plan only; generate nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Device, precision and threads.
+    #[command(flatten)]
+    pub engine: EngineArgs,
 }
 
 /// Arguments of `danlu catalog`.

@@ -33,6 +33,14 @@ pub enum Error {
         #[source]
         source: candle_core::Error,
     },
+    /// A compute device could not be opened.
+    #[error("device `{name}`: {reason}")]
+    Device {
+        /// The device as named (`cuda:0`, `metal:0`).
+        name: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// The per-step callback asked the sampler to stop.
     #[error("sampling cancelled at step {step}")]
     Cancelled {

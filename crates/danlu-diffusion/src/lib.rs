@@ -4,6 +4,7 @@
 //! into the weights, textual-inversion embeddings and A1111 hypernetworks ([`adapters`]).
 
 pub mod adapters;
+pub mod device;
 mod error;
 pub mod kernels;
 pub mod model;
@@ -12,4 +13,5 @@ pub mod prompt;
 pub mod rng;
 pub mod sampling;
 
+pub use device::DeviceChoice;
 pub use error::{Error, Result};

@@ -19,13 +19,14 @@ pub use adapters::AdapterUse;
 pub use error::{Error, Result};
 pub use image::{encode_png, read_init_image};
 pub use infotext::{add_mask_params, generation_params, resolved_scheduler};
-pub use mask::{DEFAULT_MASK_BLUR, InpaintFill, Mask};
+pub use mask::{DEFAULT_MASK_BLUR, InpaintFill, Mask, MaskResize};
 pub use output::{output_paths, random_seed};
 pub use shapes::{
     ShapesFile, TextShape, UnetShape, VaeShape, choose_architecture, parse_family, shapes_sidecar,
 };
 
-use candle_core::{DType, Device};
+use candle_core::DType;
+pub use danlu_diffusion::DeviceChoice;
 use danlu_diffusion::pipeline::{
     Architecture, Family, Image, Img2Img, LoadOptions, Pipeline, ProgressFn, Request,
 };
@@ -58,14 +59,17 @@ pub struct ModelSpec {
     /// A shapes file (otherwise `NAME.shapes.json` beside the checkpoint, else the released
     /// shapes).
     pub shapes: Option<PathBuf>,
-    /// Compute precision.
-    pub dtype: DType,
+    /// Compute precision (`None`: the device's default, float32 on the CPU and float16 on a GPU).
+    pub dtype: Option<DType>,
+    /// Where the networks run.
+    pub device: DeviceChoice,
     /// Hashes already known (from the library cache), to skip hashing multi-GB files.
     pub known_hashes: KnownHashes,
 }
 
 impl ModelSpec {
-    /// The checkpoint with its baked VAE, identified shapes and float32 compute.
+    /// The checkpoint with its baked VAE and identified shapes, on the best device of this build
+    /// in its default precision.
     pub fn new(checkpoint: impl Into<PathBuf>) -> Self {
         Self {
             checkpoint: checkpoint.into(),
@@ -73,7 +77,8 @@ impl ModelSpec {
             family: None,
             v_pred: false,
             shapes: None,
-            dtype: DType::F32,
+            dtype: None,
+            device: DeviceChoice::Auto,
             known_hashes: KnownHashes::default(),
         }
     }
@@ -147,14 +152,18 @@ impl LoadedModel {
             (Some(_), Some(h)) => Some(h.clone()),
             (Some(p), None) => Some(autov2(p, reporter, cancel)?),
         };
+        let device = spec.device.open()?;
+        let dtype = spec
+            .dtype
+            .unwrap_or_else(|| danlu_diffusion::device::default_dtype(&device));
         let task = reporter.start("loading checkpoint", None);
         let pipeline = Pipeline::load(
             &spec.checkpoint,
             LoadOptions {
                 architecture,
                 vae: spec.vae_file().map(Path::to_path_buf),
-                dtype: spec.dtype,
-                device: Device::Cpu,
+                dtype,
+                device,
             },
         );
         reporter.finish(task);
@@ -217,12 +226,13 @@ impl LoadedModel {
 impl LoadedModel {
     /// Runs `job` as inpainting (A1111 img2img with a mask, "Inpaint area: Whole picture"; see
     /// [`Pipeline::inpaint`](danlu_diffusion::pipeline::Pipeline::inpaint)): `job.img2img` is
-    /// the picture and the strength, `mask` the mask (the init image's size) and its settings.
+    /// the picture and the strength, `mask` the mask (the init image's size or its own, see
+    /// [`Mask::resize`]) and its settings.
     /// The infotext gains A1111's `Mask blur`, `Mask mode` and `Masked content`.
     ///
     /// # Errors
-    /// As [`LoadedModel::generate`]; also without `job.img2img`, for a mask of another size
-    /// than the init image, or for settings the engine does not support (timestep samplers).
+    /// As [`LoadedModel::generate`]; also without `job.img2img`, or for a mask whose pixel
+    /// count is not its size's.
     pub fn inpaint(
         &self,
         job: &Job,
@@ -240,6 +250,7 @@ impl LoadedModel {
         let inpaint = danlu_diffusion::pipeline::Inpaint {
             image: init.image.clone(),
             mask: mask.pixels.clone(),
+            mask_resize: mask.resize,
             denoising_strength: init.denoising_strength,
             fill: mask.fill,
             mask_weight: 1.0,

@@ -70,6 +70,10 @@ pub struct ServerConfig {
     /// Hash the library's files in the background after startup and after each refresh (on
     /// by default); a checkpoint is hashed when it is loaded either way.
     pub hash_in_background: bool,
+    /// Where the networks run (`--device`).
+    pub device: danlu_generate::DeviceChoice,
+    /// Compute precision (`--precision`; `None`: the device's default).
+    pub dtype: Option<candle_core::DType>,
 }
 
 impl ServerConfig {
@@ -84,6 +88,8 @@ impl ServerConfig {
             auth: Vec::new(),
             body_limit: DEFAULT_BODY_LIMIT,
             hash_in_background: true,
+            device: danlu_generate::DeviceChoice::Auto,
+            dtype: None,
         }
     }
 

@@ -52,6 +52,10 @@ pub(crate) struct StatusResponse {
     hint: Option<String>,
     loaded: Option<crate::engine::LoadedInfo>,
     version: &'static str,
+    /// The device the networks load on, as configured (`auto`, `cpu`, `cuda:0`, ...).
+    device: String,
+    /// The compute backends compiled into this build (`cpu`, `cuda`, `metal`).
+    backends: Vec<&'static str>,
 }
 
 async fn status(State(state): State<Shared>) -> Json<StatusResponse> {
@@ -87,6 +91,8 @@ async fn status(State(state): State<Shared>) -> Json<StatusResponse> {
         hint,
         loaded: state.engine.status.lock().loaded.clone(),
         version: env!("CARGO_PKG_VERSION"),
+        device: state.config.device.to_string(),
+        backends: danlu_diffusion::device::compiled_backends(),
     })
 }
 

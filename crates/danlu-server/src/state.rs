@@ -109,6 +109,8 @@ impl AppState {
             },
         };
         let mut spec = ModelSpec::new(checkpoint.as_path());
+        spec.device = self.config.device;
+        spec.dtype = self.config.dtype;
         spec.known_hashes = KnownHashes {
             checkpoint: checkpoint.hashes.as_ref().and_then(|h| h.autov2.clone()),
             vae: None,

@@ -117,6 +117,8 @@ async fn a_missing_root_is_created_and_serves_an_empty_library_that_explains_its
     assert_eq!(status["checkpoints"], 0);
     let hint = status["hint"].as_str().unwrap();
     assert!(hint.contains("models/Stable-diffusion"), "{hint}");
+    assert_eq!(status["device"], "auto");
+    assert_eq!(status["backends"][0], "cpu");
     assert_eq!(s.get_json("/sdapi/v1/sd-models").await, json!([]));
     assert_eq!(s.get_json("/sdapi/v1/loras").await, json!([]));
     assert_eq!(
@@ -185,6 +187,12 @@ async fn list_endpoints_have_a1111_shapes() {
     assert_eq!(opts["sd_vae"], "Automatic");
     let flags = s.get_json("/sdapi/v1/cmd-flags").await;
     assert_eq!(flags["listen"], false);
+    if cfg!(not(any(feature = "cuda", feature = "metal"))) {
+        // A CPU build runs everything on the CPU in float32, as A1111's `--use-cpu all`.
+        assert_eq!(flags["use_cpu"], json!(["all"]));
+        assert_eq!(flags["no_half"], true);
+        assert_eq!(flags["device_id"], Value::Null);
+    }
     let mem = s.get_json("/sdapi/v1/memory").await;
     assert!(mem["ram"]["total"].as_u64().unwrap() > 0);
     let progress = s.get_json("/sdapi/v1/progress").await;

@@ -2,11 +2,10 @@
 //! infotext (the job itself lives in `danlu-generate`).
 
 use crate::ExitStatus;
-use crate::args::{GenerateArgs, Precision};
+use crate::args::GenerateArgs;
 use crate::printer::Printer;
 use crate::progress::Bars;
 use anyhow::Context as _;
-use candle_core::DType;
 use danlu_diffusion::model::Prediction as UnetPrediction;
 use danlu_diffusion::pipeline::{Family, Img2Img, Progress, Request};
 use danlu_diffusion::rng::RngSource;
@@ -125,13 +124,12 @@ pub fn run(
         ),
         other => other,
     };
-    // A1111 img2img with a mask: the mask as 8-bit grey (Pillow `convert("L")`), resized like the
-    // init image. A mask of another size is resized before it is blurred (A1111 blurs it at its
-    // own size, then resizes).
+    // A1111 img2img with a mask: the mask as 8-bit grey (Pillow `convert("L")`) at its own size;
+    // the engine blurs it there and then resizes it like the init image (A1111's order).
     let mask = args
         .mask
         .as_deref()
-        .map(|path| -> anyhow::Result<Vec<u8>> {
+        .map(|path| -> anyhow::Result<_> {
             anyhow::ensure!(init.is_some(), "`--mask` needs `--init-image`");
             let bytes = std::fs::read(path)
                 .with_context(|| format!("reading mask `{}`", path.display()))?;
@@ -147,20 +145,21 @@ pub fn run(
                         + 0x8000;
                     (l >> 16) as u8
                 })
-                .flat_map(|l| [l, l, l])
                 .collect();
-            let grey = danlu_diffusion::pipeline::InitImage::new(rgb.width, rgb.height, grey)?;
-            let grey = if (grey.width, grey.height) == (width, height) {
-                grey
-            } else {
-                danlu_diffusion::pipeline::resize_image(resize_mode, &grey, width, height)?
-            };
-            Ok(grey.pixels.chunks_exact(3).map(|p| p[0]).collect())
+            let resize = ((rgb.width, rgb.height) != (width, height)).then_some(
+                danlu_generate::MaskResize {
+                    width: rgb.width,
+                    height: rgb.height,
+                    mode: resize_mode,
+                },
+            );
+            Ok((grey, resize))
         })
         .transpose()?;
     let fill = danlu_generate::InpaintFill::parse_name(&args.inpainting_fill)?;
-    let mask = mask.map(|pixels| danlu_generate::Mask {
+    let mask = mask.map(|(pixels, resize)| danlu_generate::Mask {
         pixels,
+        resize,
         blur_x: args.mask_blur,
         blur_y: args.mask_blur,
         fill,
@@ -206,6 +205,7 @@ pub fn run(
     let bars = Bars::new(progress_hidden);
     install_ctrl_c();
     let vae_path = vae_file(args)?;
+    let engine = crate::commands::engine::configure(&args.engine)?;
     let spec = ModelSpec {
         checkpoint: args.checkpoint.clone(),
         vae: match &vae_path {
@@ -219,11 +219,8 @@ pub fn run(
             .transpose()?,
         v_pred: args.v_pred,
         shapes: args.model_config.clone(),
-        dtype: match args.precision {
-            Precision::F32 => DType::F32,
-            Precision::F16 => DType::F16,
-            Precision::Bf16 => DType::BF16,
-        },
+        dtype: engine.dtype,
+        device: engine.device,
         known_hashes: danlu_generate::KnownHashes::default(),
     };
     let mut model = LoadedModel::load(spec, &bars, &CANCEL)

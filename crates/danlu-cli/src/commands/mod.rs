@@ -5,6 +5,7 @@ pub mod civitai;
 pub mod convert;
 pub mod doctor;
 pub mod download;
+pub mod engine;
 pub mod generate;
 pub mod inspect;
 pub mod list;

@@ -60,6 +60,7 @@ pub fn run(
 ) -> anyhow::Result<ExitStatus> {
     let params = danlu_pnginfo::read_image(&args.image)
         .with_context(|| format!("reading `{}`", args.image.display()))?;
+    let engine = super::engine::configure(&args.engine)?;
     let bars = Bars::new(progress_hidden);
     let cancel = super::scan::cancel_flag();
     let library = root_path(args)?
@@ -115,7 +116,19 @@ pub fn run(
                 ControlFlow::Continue(())
             }
         };
-        let done = danlu_reproduce::generate(&report.plan, &params, &bars, cancel, &mut on_step);
+        let (mut spec, _) = danlu_reproduce::to_job(&report.plan)?;
+        engine.apply(&mut spec);
+        let checkpoint = spec.checkpoint.clone();
+        let mut model = danlu_generate::LoadedModel::load(spec, &bars, cancel)
+            .with_context(|| format!("loading `{}`", checkpoint.display()))?;
+        let done = danlu_reproduce::generate_with(
+            &mut model,
+            &report.plan,
+            &params,
+            &bars,
+            cancel,
+            &mut on_step,
+        );
         if let Some(t) = task {
             bars.finish(t);
         }

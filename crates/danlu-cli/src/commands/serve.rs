@@ -57,6 +57,9 @@ pub fn run(args: &ServeArgs, printer: &Printer) -> anyhow::Result<ExitStatus> {
         None => Vec::new(),
     };
     config.body_limit = args.max_body_mib.saturating_mul(1024 * 1024);
+    let engine = crate::commands::engine::configure(&args.engine)?;
+    config.device = engine.device;
+    config.dtype = engine.dtype;
     // Refuse before anything is created or bound.
     config.bind_addr()?;
     let rt = runtime()?;

@@ -92,6 +92,13 @@ fn txt2img_writes_a1111_picture_and_parameters() {
         "64",
         "--batch-size",
         "2",
+        // The thread count changes no pixel: every kernel splits work, never a sum.
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--precision",
+        "f32",
         "-o",
         s(&out),
         "--json",
@@ -248,6 +255,40 @@ fn bad_sizes_and_samplers_are_refused_before_loading() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("unknown sampler"), "{}", stderr(&o));
+    // A GPU this build cannot drive is named with the cargo feature it needs; nothing is made.
+    if cfg!(not(feature = "cuda")) {
+        let o = env.run(&[
+            "generate",
+            "--checkpoint",
+            s(&ckpt),
+            "--device",
+            "cuda:1",
+            "-o",
+            s(&env.path("x.png")),
+        ]);
+        assert_eq!(o.status.code(), Some(2));
+        let err = stderr(&o);
+        assert!(
+            err.contains("cuda:1") && err.contains("--features cuda"),
+            "{err}"
+        );
+        assert!(!env.path("x.png").exists());
+    }
+    let o = env.run(&[
+        "generate",
+        "--checkpoint",
+        s(&ckpt),
+        "--device",
+        "tpu",
+        "-o",
+        s(&env.path("x.png")),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("expected auto, cpu, cuda"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// `--lora-dir`, `--embeddings-dir`, `--hypernetwork-dir`: the prompt's tags and the negative

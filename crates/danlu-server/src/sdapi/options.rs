@@ -224,6 +224,24 @@ pub(crate) async fn cmd_flags(State(state): State<Shared>) -> Json<Map<String, V
     m.insert("port".into(), c.port.into());
     m.insert("api".into(), true.into());
     m.insert("nowebui".into(), false.into());
+    // A1111's device flags: `--use-cpu all`, `--device-id N`, `--no-half`.
+    let gpu = match c.device {
+        danlu_generate::DeviceChoice::Cpu => None,
+        danlu_generate::DeviceChoice::Cuda(n) | danlu_generate::DeviceChoice::Metal(n) => Some(n),
+        danlu_generate::DeviceChoice::Auto => {
+            (danlu_diffusion::device::compiled_backends().len() > 1).then_some(0)
+        }
+    };
+    let use_cpu: Vec<Value> = match gpu {
+        None => vec!["all".into()],
+        Some(_) => Vec::new(),
+    };
+    m.insert("use_cpu".into(), use_cpu.into());
+    m.insert("device_id".into(), gpu.map(|n| n.to_string()).into());
+    m.insert(
+        "no_half".into(),
+        (gpu.is_none() || c.dtype == Some(candle_core::DType::F32)).into(),
+    );
     // Only whether credentials are set; never the credentials.
     m.insert("api_auth".into(), (!c.auth.is_empty()).into());
     m.insert("insecure".into(), c.insecure.into());
