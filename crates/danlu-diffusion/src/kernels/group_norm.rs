@@ -14,7 +14,6 @@
 use super::simd;
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 use half::slice::HalfFloatSliceExt;
-use half::{bf16, f16};
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
 
@@ -140,27 +139,32 @@ impl GroupNorm {
     }
 
     /// Float16 or bfloat16 through float32: each task widens its block into a scratch buffer,
-    /// normalises it there and rounds the result into `y`.
-    fn run_half<T: Send + Sync + Copy>(
+    /// normalises it there and rounds the result into the returned buffer.
+    fn run_half<T: Send + Sync + Copy + Default>(
         &self,
         x: &[T],
-        y: &mut [T],
         spatial: usize,
         block: usize,
-        widen: impl Fn(&[T], &mut [f32]) + Sync,
-        narrow: impl Fn(&[f32], &mut [T]) + Sync,
-    ) {
+    ) -> Vec<T>
+    where
+        [T]: HalfFloatSliceExt,
+    {
+        let mut y = vec![T::default(); x.len()];
+        if spatial == 0 {
+            return y;
+        }
         x.par_chunks(block)
             .zip(y.par_chunks_mut(block))
             .enumerate()
             .for_each_init(
                 || (vec![0f32; block], vec![0f32; block]),
                 |(xs, ys), (i, (x, y))| {
-                    widen(x, xs);
+                    x.convert_to_f32_slice(xs);
                     self.run_block(i, xs, ys, spatial);
-                    narrow(ys, y);
+                    y.convert_from_f32_slice(ys);
                 },
             );
+        y
     }
 }
 
@@ -189,32 +193,10 @@ impl CustomOp1 for GroupNorm {
                 CpuStorage::F32(y)
             }
             CpuStorage::F16(data) => {
-                let mut y = vec![f16::ZERO; len];
-                if spatial > 0 {
-                    self.run_half(
-                        &data[start..end],
-                        &mut y,
-                        spatial,
-                        block,
-                        |x, w| x.convert_to_f32_slice(w),
-                        |w, x| x.convert_from_f32_slice(w),
-                    );
-                }
-                CpuStorage::F16(y)
+                CpuStorage::F16(self.run_half(&data[start..end], spatial, block))
             }
             CpuStorage::BF16(data) => {
-                let mut y = vec![bf16::ZERO; len];
-                if spatial > 0 {
-                    self.run_half(
-                        &data[start..end],
-                        &mut y,
-                        spatial,
-                        block,
-                        |x, w| x.convert_to_f32_slice(w),
-                        |w, x| x.convert_from_f32_slice(w),
-                    );
-                }
-                CpuStorage::BF16(y)
+                CpuStorage::BF16(self.run_half(&data[start..end], spatial, block))
             }
             _ => candle_core::bail!("{}: the input must be f32, f16 or bf16", self.name()),
         };
@@ -329,6 +311,7 @@ mod tests {
     use super::*;
     use crate::kernels::simd::TestArch;
     use candle_core::Device;
+    use half::{bf16, f16};
 
     /// Group norm in float64 of `x` (the input's values, already rounded to its dtype), with
     /// the magnitudes that the float32 computation rounds, for error bounds.

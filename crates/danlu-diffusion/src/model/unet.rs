@@ -342,10 +342,6 @@ pub struct Unet {
     hypernetworks: Vec<ActiveHypernetwork>,
 }
 
-fn conv3(vb: nn::VarBuilder, i: usize, o: usize, stride: usize) -> candle_core::Result<Conv2d> {
-    Conv2d::conv3(vb, i, o, stride)
-}
-
 fn resnet(
     vb: nn::VarBuilder,
     i: usize,
@@ -408,7 +404,7 @@ impl Unet {
                 });
             }
             let sampler = if level + 1 < n {
-                Some(conv3(
+                Some(Conv2d::conv3(
                     vb.pp("downsamplers.0.conv"),
                     ch[level],
                     ch[level],
@@ -449,21 +445,26 @@ impl Unet {
                 });
             }
             let sampler = if i + 1 < n {
-                Some(conv3(vb.pp("upsamplers.0.conv"), ch[level], ch[level], 1)?)
+                Some(Conv2d::conv3(
+                    vb.pp("upsamplers.0.conv"),
+                    ch[level],
+                    ch[level],
+                    1,
+                )?)
             } else {
                 None
             };
             up.push(Level { layers, sampler });
         }
         Ok(Self {
-            conv_in: conv3(vb.pp("conv_in"), config.in_channels, first, 1)?,
+            conv_in: Conv2d::conv3(vb.pp("conv_in"), config.in_channels, first, 1)?,
             time_linear_1: nn::linear(first, temb, vb.pp("time_embedding.linear_1"))?,
             time_linear_2: nn::linear(temb, temb, vb.pp("time_embedding.linear_2"))?,
             down,
             mid,
             up,
             norm_out: GroupNorm::new(vb.pp("conv_norm_out"), 32, first, 1e-5)?,
-            conv_out: conv3(vb.pp("conv_out"), first, config.out_channels, 1)?,
+            conv_out: Conv2d::conv3(vb.pp("conv_out"), first, config.out_channels, 1)?,
             config,
             hypernetworks: Vec::new(),
         })

@@ -42,10 +42,6 @@ impl VaeConfig {
     }
 }
 
-fn conv3(vb: nn::VarBuilder, i: usize, o: usize) -> candle_core::Result<Conv2d> {
-    Conv2d::conv3(vb, i, o, 1)
-}
-
 #[derive(Debug)]
 struct Encoder {
     conv_in: Conv2d,
@@ -110,11 +106,11 @@ impl Vae {
             down.push(DownEncoderBlock::new(e.pp("down_blocks").pp(i), level)?);
         }
         let encoder = Encoder {
-            conv_in: conv3(e.pp("conv_in"), 3, first)?,
+            conv_in: Conv2d::conv3(e.pp("conv_in"), 3, first, 1)?,
             down,
             mid: VaeMidBlock::new(e.pp("mid_block"), last, groups, EPS)?,
             norm_out: GroupNorm::new(e.pp("conv_norm_out"), groups, last, EPS)?,
-            conv_out: conv3(e.pp("conv_out"), last, 2 * z)?,
+            conv_out: Conv2d::conv3(e.pp("conv_out"), last, 2 * z, 1)?,
         };
         let d = vb.pp("decoder");
         let rev: Vec<usize> = ch.iter().rev().copied().collect();
@@ -131,11 +127,11 @@ impl Vae {
             up.push(UpDecoderBlock::new(d.pp("up_blocks").pp(i), level)?);
         }
         let decoder = Decoder {
-            conv_in: conv3(d.pp("conv_in"), z, last)?,
+            conv_in: Conv2d::conv3(d.pp("conv_in"), z, last, 1)?,
             mid: VaeMidBlock::new(d.pp("mid_block"), last, groups, EPS)?,
             up,
             norm_out: GroupNorm::new(d.pp("conv_norm_out"), groups, first, EPS)?,
-            conv_out: conv3(d.pp("conv_out"), first, 3)?,
+            conv_out: Conv2d::conv3(d.pp("conv_out"), first, 3, 1)?,
         };
         Ok(Self {
             encoder,
