@@ -24,6 +24,10 @@
 use candle_core::{DType, Device, Result, Tensor, WithDType};
 use rayon::prelude::*;
 
+mod winograd;
+
+use winograd::Method;
+
 /// Bytes of unfolded columns per tile: about a share of the last-level cache (Zen 4: 32 MiB per
 /// 8 cores), large enough that the matrix product sees several hundred columns.
 const TILE_BYTES: usize = 8 << 20;
@@ -31,6 +35,29 @@ const TILE_BYTES: usize = 8 << 20;
 /// Fewest columns per tile when the size allows, so that the matrix products stay wide (a row
 /// of a 512-channel 3x3 convolution at 256x256 alone takes 4.5 MiB).
 const MIN_COLUMNS: usize = 512;
+
+/// Bytes of Winograd-transformed input (and of products) per chunk of tiles.
+const WINOGRAD_BYTES: usize = 8 << 20;
+
+/// How a convolution is cut up: the sizes above, and the method when a test forces one.
+#[derive(Debug, Clone, Copy)]
+struct Plan {
+    tile_bytes: usize,
+    min_columns: usize,
+    winograd_bytes: usize,
+    method: Option<Method>,
+}
+
+impl Default for Plan {
+    fn default() -> Self {
+        Self {
+            tile_bytes: TILE_BYTES,
+            min_columns: MIN_COLUMNS,
+            winograd_bytes: WINOGRAD_BYTES,
+            method: None,
+        }
+    }
+}
 
 /// Output element types the kernel writes (rounded from float32).
 trait Narrow: WithDType {
@@ -218,16 +245,10 @@ pub fn conv2d(
 /// # Errors
 /// When the shapes do not fit as above or as documented on [`ConvOptions`].
 pub fn conv2d_with(xs: &Tensor, weight: &Tensor, opts: &ConvOptions) -> Result<Tensor> {
-    conv2d_tiled(xs, weight, opts, TILE_BYTES, MIN_COLUMNS)
+    conv2d_planned(xs, weight, opts, Plan::default())
 }
 
-fn conv2d_tiled(
-    xs: &Tensor,
-    weight: &Tensor,
-    opts: &ConvOptions,
-    tile_bytes: usize,
-    min_columns: usize,
-) -> Result<Tensor> {
+fn conv2d_planned(xs: &Tensor, weight: &Tensor, opts: &ConvOptions, plan: Plan) -> Result<Tensor> {
     let geo = Geometry::new(xs, weight, opts)?;
     let dtype = xs.dtype();
     let supported = matches!(dtype, DType::F32 | DType::F16 | DType::BF16);
@@ -235,9 +256,9 @@ fn conv2d_tiled(
         return fallback(xs, weight, opts, &geo);
     }
     match dtype {
-        DType::F16 => run::<half::f16>(xs, weight, opts, &geo, (tile_bytes, min_columns)),
-        DType::BF16 => run::<half::bf16>(xs, weight, opts, &geo, (tile_bytes, min_columns)),
-        _ => run::<f32>(xs, weight, opts, &geo, (tile_bytes, min_columns)),
+        DType::F16 => run::<half::f16>(xs, weight, opts, &geo, plan),
+        DType::BF16 => run::<half::bf16>(xs, weight, opts, &geo, plan),
+        _ => run::<f32>(xs, weight, opts, &geo, plan),
     }
 }
 
@@ -341,8 +362,13 @@ fn run<T: Narrow>(
     weight: &Tensor,
     opts: &ConvOptions,
     geo: &Geometry,
-    (tile_bytes, min_columns): (usize, usize),
+    plan: Plan,
 ) -> Result<Tensor> {
+    let Plan {
+        tile_bytes,
+        min_columns,
+        ..
+    } = plan;
     let Geometry {
         batch,
         channels,
@@ -397,6 +423,29 @@ fn run<T: Narrow>(
                 })?;
             }
             return Ok(());
+        }
+        let method = plan.method.unwrap_or_else(|| winograd::choose(geo));
+        if method != Method::Direct {
+            return with_f32(&x, |input| {
+                with_f32(&w, |weight| match method {
+                    Method::F2 => winograd::convolve::<winograd::F2, 4, 2, T>(
+                        input,
+                        weight,
+                        geo,
+                        &addend,
+                        &mut out,
+                        plan.winograd_bytes,
+                    ),
+                    _ => winograd::convolve::<winograd::F4, 6, 4, T>(
+                        input,
+                        weight,
+                        geo,
+                        &addend,
+                        &mut out,
+                        plan.winograd_bytes,
+                    ),
+                })
+            });
         }
         let depth = geo.depth();
         let rows_total = batch * out_h;
@@ -633,6 +682,23 @@ mod tests {
         Ok(out)
     }
 
+    /// The direct (unfolded columns) method with `tile_bytes` per tile.
+    fn conv2d_tiled(
+        xs: &Tensor,
+        weight: &Tensor,
+        opts: &ConvOptions,
+        tile_bytes: usize,
+        min_columns: usize,
+    ) -> Result<Tensor> {
+        let plan = Plan {
+            tile_bytes,
+            min_columns,
+            method: Some(Method::Direct),
+            ..Default::default()
+        };
+        conv2d_planned(xs, weight, opts, plan)
+    }
+
     /// Largest `|got - want| / (rel * |want| + abs)`; at most 1 passes.
     fn worst(got: &Tensor, want: &[f64], rel: f64, abs: f64) -> Result<f64> {
         let got: Vec<f64> = got.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
@@ -656,6 +722,9 @@ mod tests {
         let b = Tensor::randn(0f32, 1.0, o, &dev)?.to_dtype(dtype)?;
         Ok((xs, w, b))
     }
+
+    /// Input shape, out channels, upsampling.
+    type Shape = ((usize, usize, usize, usize), usize, bool);
 
     /// Input shape, out channels, kernel, stride, padding.
     type Case = ((usize, usize, usize, usize), usize, usize, usize, usize);
@@ -777,6 +846,183 @@ mod tests {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Largest `|got - want| / scale` over the outputs.
+    fn worst_scaled(got: &Tensor, want: &[f64], scale: &[f64]) -> Result<f64> {
+        let got: Vec<f64> = got.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+        assert_eq!(got.len(), want.len());
+        Ok(got
+            .iter()
+            .zip(want)
+            .zip(scale)
+            .map(|((g, w), s)| (g - w).abs() / s)
+            .fold(0.0, f64::max))
+    }
+
+    /// Winograd F(2x2) and F(4x4) against the float64 direct convolution, with a bias per image,
+    /// a residual and nearest upsampling, odd sizes (partial tiles at the right and bottom),
+    /// and chunks from one tile to all, so chunks start and end inside and across images.
+    ///
+    /// The error is measured against the size of what is summed, `Σ|x·w| + |bias| +
+    /// |residual|` per output (the scale of any float32 sum's rounding). Direct float32
+    /// convolution stays near 1e-7 of it here; Winograd adds the rounding of its transforms,
+    /// whose coefficients grow to 8 (F(4x4)'s `Aᵀ`) and 1/24 (its `G`): measured at most about
+    /// 3e-7 for F(2x2) and 2e-6 for F(4x4). The bound, 1e-5, is far below what a wrong tap,
+    /// tile offset or coefficient gives (errors of order 0.1 of the scale).
+    #[test]
+    fn winograd_matches_direct_convolution() -> Result<()> {
+        let dev = Device::Cpu;
+        let cases: [Shape; 5] = [
+            ((2, 5, 7, 9), 6, false),
+            ((1, 20, 12, 16), 17, false),
+            ((2, 16, 9, 10), 8, false),
+            ((2, 6, 5, 7), 5, true),
+            ((1, 3, 1, 2), 2, true),
+        ];
+        for method in [Method::F2, Method::F4] {
+            for (shape, o, upsample) in cases {
+                for dtype in [DType::F32, DType::BF16] {
+                    let (xs, w, _) = inputs(dtype, shape, o, 3)?;
+                    let bias = Tensor::randn(0f32, 1.0, (shape.0, o), &dev)?.to_dtype(dtype)?;
+                    let source = if upsample {
+                        xs.upsample_nearest2d(2 * shape.2, 2 * shape.3)?
+                    } else {
+                        xs.clone()
+                    };
+                    let plain = reference(&source, &w, Some(&bias), 1, [1; 4])?;
+                    let scale_sum =
+                        reference(&source.abs()?, &w.abs()?, Some(&bias.abs()?), 1, [1; 4])?;
+                    let dims = (shape.0, o, source.dim(2)?, source.dim(3)?);
+                    let residual = Tensor::randn(0f32, 1.0, plain.len(), &dev)?
+                        .reshape(dims)?
+                        .to_dtype(dtype)?;
+                    let r: Vec<f64> = residual.to_dtype(DType::F64)?.flatten_all()?.to_vec1()?;
+                    let want: Vec<f64> = plain.iter().zip(&r).map(|(a, b)| a + b).collect();
+                    // float32 error as above; bfloat16 also rounds the output (2^-8 relative).
+                    let half = if dtype == DType::F32 {
+                        0.0
+                    } else {
+                        2f64.powi(-8) * 1.001
+                    };
+                    let scale: Vec<f64> = scale_sum
+                        .iter()
+                        .zip(&r)
+                        .zip(&want)
+                        .map(|((s, r), w)| 1e-5 * (s + r.abs()) + half * w.abs())
+                        .collect();
+                    let opts = ConvOptions {
+                        bias: Some(&bias),
+                        residual: Some(&residual),
+                        stride: 1,
+                        padding: [1; 4],
+                        upsample,
+                    };
+                    let alpha = if method == Method::F2 { 4 } else { 6 };
+                    for chunk_tiles in [1, 3, 1 << 20] {
+                        let plan = Plan {
+                            winograd_bytes: chunk_tiles * 4 * alpha * alpha * shape.1.max(o),
+                            method: Some(method),
+                            ..Default::default()
+                        };
+                        let got = conv2d_planned(&xs, &w, &opts, plan)?;
+                        assert_eq!(got.dims(), [dims.0, dims.1, dims.2, dims.3]);
+                        let err = worst_scaled(&got, &want, &scale)?;
+                        assert!(
+                            err <= 1.0,
+                            "{method:?} {dtype:?} {shape:?} up {upsample} chunk {chunk_tiles}: {err}"
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The method chosen by size: Winograd only for 3x3, stride 1, padding 1 with enough
+    /// channels and tiles.
+    #[test]
+    fn winograd_is_chosen_where_it_applies() -> Result<()> {
+        let geo = |x: (usize, usize, usize, usize), o, k, stride, padding| -> Result<Method> {
+            let xs = Tensor::zeros(x, DType::F32, &Device::Cpu)?;
+            let w = Tensor::zeros((o, x.1, k, k), DType::F32, &Device::Cpu)?;
+            let opts = ConvOptions {
+                stride,
+                padding,
+                ..Default::default()
+            };
+            Ok(winograd::choose(&Geometry::new(&xs, &w, &opts)?))
+        };
+        assert_eq!(geo((2, 320, 64, 64), 320, 3, 1, [1; 4])?, Method::F4);
+        assert_eq!(geo((2, 640, 32, 32), 640, 3, 1, [1; 4])?, Method::F2);
+        assert_eq!(geo((2, 1280, 16, 16), 1280, 3, 1, [1; 4])?, Method::Direct);
+        assert_eq!(geo((2, 320, 64, 64), 320, 3, 2, [1; 4])?, Method::Direct);
+        assert_eq!(
+            geo((2, 320, 64, 64), 320, 3, 1, [0, 1, 0, 1])?,
+            Method::Direct
+        );
+        assert_eq!(geo((2, 320, 64, 64), 320, 1, 1, [0; 4])?, Method::Direct);
+        assert_eq!(geo((2, 4, 64, 64), 320, 3, 1, [1; 4])?, Method::Direct);
+        assert_eq!(geo((1, 320, 4, 4), 320, 3, 1, [1; 4])?, Method::Direct);
+        Ok(())
+    }
+
+    /// Times the direct and Winograd methods on SD's shapes, interleaved in one process:
+    /// `cargo test --release -p danlu-diffusion --lib winograd_timing -- --ignored --nocapture`;
+    /// `DANLU_CONV_TIMING_SHAPE=k` times only the `k`-th shape (for a profiler).
+    #[test]
+    #[ignore = "a timing report, minutes of CPU"]
+    fn winograd_timing() -> Result<()> {
+        let shapes: [Shape; 8] = [
+            ((2, 320, 64, 64), 320, false),
+            ((2, 640, 64, 64), 320, false),
+            ((2, 640, 32, 32), 640, false),
+            ((2, 640, 32, 32), 640, true),
+            ((2, 1280, 16, 16), 1280, false),
+            ((2, 1280, 8, 8), 1280, false),
+            ((1, 512, 64, 64), 512, false),
+            ((1, 256, 256, 256), 256, false),
+        ];
+        let only: Option<usize> = std::env::var("DANLU_CONV_TIMING_SHAPE")
+            .ok()
+            .and_then(|v| v.parse().ok());
+        for (idx, (shape, o, upsample)) in shapes.into_iter().enumerate() {
+            if only.is_some_and(|k| k != idx) {
+                continue;
+            }
+            let (xs, w, b) = inputs(DType::F32, shape, o, 3)?;
+            let opts = ConvOptions {
+                bias: Some(&b),
+                padding: [1; 4],
+                upsample,
+                ..Default::default()
+            };
+            let mut best = [f64::MAX; 3];
+            for _ in 0..3 {
+                for (i, method) in [Method::Direct, Method::F2, Method::F4]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let plan = Plan {
+                        method: Some(method),
+                        ..Default::default()
+                    };
+                    let start = std::time::Instant::now();
+                    conv2d_planned(&xs, &w, &opts, plan)?;
+                    best[i] = best[i].min(start.elapsed().as_secs_f64());
+                }
+            }
+            println!(
+                "{shape:?} -> {o} up {upsample}: direct {:.4} s, F2 {:.4} s ({:.2}x), F4 {:.4} s ({:.2}x), chosen {:?}",
+                best[0],
+                best[1],
+                best[0] / best[1],
+                best[2],
+                best[0] / best[2],
+                winograd::choose(&Geometry::new(&xs, &w, &opts)?)
+            );
         }
         Ok(())
     }
