@@ -124,6 +124,29 @@ fn sandwich<const R1: usize, const N: usize, const Q: usize, const R2: usize>(
     out
 }
 
+/// `dst[at..at + n]` from the first `n` lanes; a whole group is a fixed-size copy (a vector
+/// store, where a copy of variable length would be a call to `memcpy`).
+#[inline(always)]
+fn store_lanes(dst: &mut [f32], at: usize, lanes: &Lanes, n: usize) {
+    if n == L {
+        dst[at..at + L].copy_from_slice(lanes);
+    } else {
+        dst[at..at + n].copy_from_slice(&lanes[..n]);
+    }
+}
+
+/// The first `n` values of `src` as lanes, zeros after.
+#[inline(always)]
+fn load_lanes(src: &[f32], n: usize) -> Lanes {
+    let mut lanes = [0f32; L];
+    if n == L {
+        lanes.copy_from_slice(&src[..L]);
+    } else {
+        lanes[..n].copy_from_slice(&src[..n]);
+    }
+    lanes
+}
+
 /// Which product a 3x3 convolution takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Method {
@@ -284,7 +307,7 @@ fn transform_weights<W: Matrices<A, M>, const A: usize, const M: usize>(
                     }
                     let t = sandwich(&W::G, &g, &W::G);
                     for (xi, row) in rows.iter_mut().enumerate() {
-                        row[base..base + n].copy_from_slice(&t[xi / A][xi % A][..n]);
+                        store_lanes(row, base, &t[xi / A][xi % A], n);
                     }
                 }
             },
@@ -378,7 +401,7 @@ impl<W: Matrices<A, M>, const A: usize, const M: usize> InputTransform<'_, W, A,
             }
             let t = sandwich(&W::BT, &d, &W::BT);
             for (xi, row) in rows.iter_mut().enumerate() {
-                row[base..base + n].copy_from_slice(&t[xi / A][xi % A][..n]);
+                store_lanes(row, base, &t[xi / A][xi % A], n);
             }
         }
     }
@@ -404,11 +427,7 @@ fn output_channel<W: Matrices<A, M>, const A: usize, const M: usize, T: Narrow>(
     for base in (0..count).step_by(L) {
         let n = L.min(count - base);
         let m: [[Lanes; A]; A] = std::array::from_fn(|a| {
-            std::array::from_fn(|b| {
-                let mut lanes = [0f32; L];
-                lanes[..n].copy_from_slice(&p[((a * A + b) * o + oc) * count + base..][..n]);
-                lanes
-            })
+            std::array::from_fn(|b| load_lanes(&p[((a * A + b) * o + oc) * count + base..], n))
         });
         let y = sandwich(&W::AT, &m, &W::AT);
         for z in 0..n {
