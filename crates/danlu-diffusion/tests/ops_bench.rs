@@ -16,7 +16,11 @@
 //! * `conv3x3_320_64_candle`: the same through `candle_nn::Conv2d`;
 //! * `group_norm_320_64`: group norm with 32 groups on `[2, 320, 64, 64]`, through
 //!   [`danlu_diffusion::kernels::group_norm`]; `group_norm_silu_320_64` the same followed by
-//!   SiLU (fused), `group_norm_320_64_candle` the same through `candle_nn::GroupNorm`.
+//!   SiLU (fused), `group_norm_320_64_candle` the same through `candle_nn::GroupNorm`;
+//! * `geglu_4096`: the GEGLU gate of the UNet's first level at 512x512, `[2, 4096, 2560]` (the
+//!   feed-forward projection before its bias) to `[2, 4096, 1280]`, through
+//!   [`danlu_diffusion::kernels::geglu`] with the bias folded in; `geglu_4096_candle` the same as
+//!   candle operations (bias, `narrow`, `gelu_erf`, product), as `unet.rs` computed it before.
 //!
 //! Each operation runs once to warm up, then `DANLU_BENCH_REPEAT` times (default 3; the single
 //! operations three times as often); the median and the minimum are written as JSON to
@@ -233,6 +237,29 @@ fn sd15_shape_ops() -> anyhow::Result<()> {
                 Ok(())
             })?,
         );
+    }
+    if wanted("geglu_4096") || wanted("geglu_4096_candle") {
+        let h = Tensor::randn(0f32, 1.0, (2, 4096, 2560), &dev)?;
+        let bias = Tensor::randn(0f32, 1.0, 2560, &dev)?;
+        if wanted("geglu_4096") {
+            record(
+                "geglu_4096",
+                time(small, || {
+                    danlu_diffusion::kernels::geglu(&h, Some(&bias))?;
+                    Ok(())
+                })?,
+            );
+        }
+        if wanted("geglu_4096_candle") {
+            record(
+                "geglu_4096_candle",
+                time(small, || {
+                    let h = h.broadcast_add(&bias)?;
+                    (h.narrow(2, 0, 1280)? * h.narrow(2, 1280, 1280)?.gelu_erf()?)?;
+                    Ok(())
+                })?,
+            );
+        }
     }
 
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());

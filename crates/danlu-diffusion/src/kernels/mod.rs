@@ -24,6 +24,14 @@ mod softmax;
 
 pub use attention::{attention, attention_tiled};
 pub use conv::{ConvOptions, conv2d, conv2d_with};
+mod gelu;
 mod group_norm;
+mod layer_norm;
+mod qkv_attention;
+mod residual;
 mod simd;
+pub use gelu::{Gelu, geglu, gelu};
 pub use group_norm::group_norm;
+pub use layer_norm::layer_norm;
+pub use qkv_attention::qkv_attention;
+pub use residual::bias_residual;

@@ -4,7 +4,15 @@
 //! Owned here rather than taken from candle because A1111 needs the hidden state of an earlier
 //! layer (clip skip, SD2's penultimate layer) and because candle 0.11.1's causal mask does not
 //! broadcast over attention heads for batches above one.
+//!
+//! On the CPU in float32 a layer is four matrix products (queries, keys and values stacked into
+//! one) and one pass of our own per element-wise step ([`crate::kernels::qkv_attention`],
+//! [`crate::kernels::gelu`], [`crate::kernels::bias_residual`]) on rayon's threads: candle's
+//! element-wise operations fork its own worker threads above 64 Ki values, and those spin after
+//! each operation while rayon's threads run the next product, which cost the 154-row products of
+//! a `[2, 77]` prompt batch a third of their CPU time.
 
+use crate::kernels;
 use candle_core::{D, DType, Module, Tensor};
 use candle_nn as nn;
 
@@ -111,9 +119,9 @@ impl TextConfig {
 #[derive(Debug)]
 struct Layer {
     norm1: nn::LayerNorm,
-    q: nn::Linear,
-    k: nn::Linear,
-    v: nn::Linear,
+    /// The query, key and value projections stacked into one (`[3 width, width]`), so that one
+    /// matrix product computes all three.
+    qkv: nn::Linear,
     out: nn::Linear,
     norm2: nn::LayerNorm,
     fc1: nn::Linear,
@@ -131,6 +139,15 @@ pub struct TextEncoder {
     pub config: TextConfig,
 }
 
+/// `norm` (CLIP's layer norms, epsilon 1e-5) through [`kernels::layer_norm`].
+fn norm(norm: &nn::LayerNorm, xs: &Tensor) -> candle_core::Result<Tensor> {
+    kernels::layer_norm(xs, norm.weight(), norm.bias(), LAYER_NORM_EPS)
+}
+
+/// The epsilon of every layer norm of both text models (transformers `layer_norm_eps`,
+/// open_clip's `nn.LayerNorm` default).
+const LAYER_NORM_EPS: f64 = 1e-5;
+
 impl TextEncoder {
     /// Builds the encoder from transformers-named weights (root: `embeddings.`, `encoder.`,
     /// `final_layer_norm.`).
@@ -144,17 +161,23 @@ impl TextEncoder {
         let position_embedding = e
             .pp("position_embedding")
             .get((config.max_positions, w), "weight")?;
-        let ln = |vb: nn::VarBuilder| nn::layer_norm(w, 1e-5, vb);
+        let ln = |vb: nn::VarBuilder| nn::layer_norm(w, LAYER_NORM_EPS, vb);
         let mut layers = Vec::with_capacity(config.layers);
         for i in 0..config.layers {
             let l = vb.pp("encoder.layers").pp(i);
             let a = l.pp("self_attn");
             let m = l.pp("mlp");
+            let [q, k, v] = ["q_proj", "k_proj", "v_proj"].map(|p| nn::linear(w, w, a.pp(p)));
+            let (q, k, v) = (q?, k?, v?);
+            // `nn::linear` loads a bias for each (or fails), so the stacked one always exists.
+            let bias = match (q.bias(), k.bias(), v.bias()) {
+                (Some(q), Some(k), Some(v)) => Some(Tensor::cat(&[q, k, v], 0)?),
+                _ => None,
+            };
+            let qkv = nn::Linear::new(Tensor::cat(&[q.weight(), k.weight(), v.weight()], 0)?, bias);
             layers.push(Layer {
                 norm1: ln(l.pp("layer_norm1"))?,
-                q: nn::linear(w, w, a.pp("q_proj"))?,
-                k: nn::linear(w, w, a.pp("k_proj"))?,
-                v: nn::linear(w, w, a.pp("v_proj"))?,
+                qkv,
                 out: nn::linear(w, w, a.pp("out_proj"))?,
                 norm2: ln(l.pp("layer_norm2"))?,
                 fc1: nn::linear(w, config.intermediate, m.pp("fc1"))?,
@@ -231,6 +254,9 @@ impl TextEncoder {
         for layer in &self.layers[..n + 1 - skip] {
             xs = self.layer(layer, &xs, &mask, batch, len)?;
         }
+        if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+            return Ok(norm(&self.final_norm, &xs)?);
+        }
         Ok(self.final_norm.forward(&xs)?)
     }
 
@@ -242,19 +268,24 @@ impl TextEncoder {
         batch: usize,
         len: usize,
     ) -> candle_core::Result<Tensor> {
+        if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+            return self.layer_fused(l, xs);
+        }
         let heads = self.config.heads;
-        let head_dim = self.config.width / heads;
+        let width = self.config.width;
+        let head_dim = width / heads;
         let dtype = xs.dtype();
         let h = l.norm1.forward(xs)?;
+        let qkv = l.qkv.forward(&h)?;
         let split = |t: Tensor| -> candle_core::Result<Tensor> {
             t.reshape((batch, len, heads, head_dim))?
                 .transpose(1, 2)?
                 .contiguous()?
                 .to_dtype(DType::F32)
         };
-        let q = split((l.q.forward(&h)? * (head_dim as f64).powf(-0.5))?)?;
-        let k = split(l.k.forward(&h)?)?;
-        let v = split(l.v.forward(&h)?)?;
+        let q = split((qkv.narrow(D::Minus1, 0, width)? * (head_dim as f64).powf(-0.5))?)?;
+        let k = split(qkv.narrow(D::Minus1, width, width)?)?;
+        let v = split(qkv.narrow(D::Minus1, 2 * width, width)?)?;
         let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
         let probs = nn::ops::softmax(&scores, D::Minus1)?;
         let attn = probs
@@ -269,5 +300,25 @@ impl TextEncoder {
             Activation::Gelu => h.gelu_erf()?,
         };
         xs + l.fc2.forward(&h)?
+    }
+
+    /// [`Self::layer`] on the CPU in float32: the products without their biases, which the
+    /// kernels after them add (attention from the stacked projections, GELU, bias plus residual),
+    /// so that every element-wise step is one pass on rayon's threads.
+    fn layer_fused(&self, l: &Layer, xs: &Tensor) -> candle_core::Result<Tensor> {
+        let product = |layer: &nn::Linear, x: &Tensor| {
+            nn::Linear::new(layer.weight().clone(), None).forward(x)
+        };
+        let h = norm(&l.norm1, xs)?;
+        let qkv = product(&l.qkv, &h)?;
+        let attn = kernels::qkv_attention(&qkv, l.qkv.bias(), self.config.heads, true)?;
+        let xs = kernels::bias_residual(&product(&l.out, &attn)?, l.out.bias(), xs)?;
+        let h = product(&l.fc1, &norm(&l.norm2, &xs)?)?;
+        let kind = match self.config.activation {
+            Activation::QuickGelu => kernels::Gelu::Quick,
+            Activation::Gelu => kernels::Gelu::Erf,
+        };
+        let h = kernels::gelu(&h, l.fc1.bias(), kind)?;
+        kernels::bias_residual(&product(&l.fc2, &h)?, l.fc2.bias(), &xs)
     }
 }
