@@ -192,20 +192,25 @@ mod tests {
         Ok(())
     }
 
-    /// Float16 (candle's softmax after a scaled `q`, heads in parallel) against float32:
-    /// 1e-2 absolute covers float16's rounding of the inputs' products and of outputs of size
-    /// about 1 (2^-11 relative each, summed over 8 products and 400 weights).
+    /// Float16 (candle's softmax after a scaled `q`, heads in parallel) against float32 on the
+    /// same float16-rounded inputs, so only the computation's rounding is left. The scores,
+    /// up to about 4 after scaling, carry float16's 2^-11 relative rounding into the softmax
+    /// weights (about 2e-3 relative each); with values up to about 4 and the output's own
+    /// rounding, the worst of the 24,000 outputs measured up to 1.4e-2 over repeated runs, so
+    /// the bound is 5e-2. A wrong head, tile or scale gives errors of order 1.
     #[test]
     fn float16_matches_float32() -> Result<()> {
         let dev = Device::Cpu;
-        let q = Tensor::randn(0f32, 1.0, (2, 3, 500, 8), &dev)?;
-        let k = Tensor::randn(0f32, 1.0, (2, 3, 400, 8), &dev)?;
-        let v = Tensor::randn(0f32, 1.0, (2, 3, 400, 8), &dev)?;
-        let half = |t: &Tensor| t.to_dtype(DType::F16);
-        let got = attention(&half(&q)?, &half(&k)?, &half(&v)?)?;
+        let half = |t: Tensor| t.to_dtype(DType::F16);
+        let q = half(Tensor::randn(0f32, 1.0, (2, 3, 500, 8), &dev)?)?;
+        let k = half(Tensor::randn(0f32, 1.0, (2, 3, 400, 8), &dev)?)?;
+        let v = half(Tensor::randn(0f32, 1.0, (2, 3, 400, 8), &dev)?)?;
+        let got = attention(&q, &k, &v)?;
         assert_eq!(got.dtype(), DType::F16);
-        let diff = max_abs_diff(&got.to_dtype(DType::F32)?, &plain(&q, &k, &v)?)?;
-        assert!(diff < 1e-2, "max difference {diff}");
+        let wide = |t: &Tensor| t.to_dtype(DType::F32);
+        let want = plain(&wide(&q)?, &wide(&k)?, &wide(&v)?)?;
+        let diff = max_abs_diff(&got.to_dtype(DType::F32)?, &want)?;
+        assert!(diff < 5e-2, "max difference {diff}");
         Ok(())
     }
 

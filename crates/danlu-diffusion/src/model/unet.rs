@@ -15,7 +15,7 @@
 
 use super::layers::{Conv2d, GroupNorm, ResnetBlock2D};
 use crate::adapters::hypernetwork::{ActiveHypernetwork, apply_hypernetworks};
-use candle_core::{D, DType, Module, Tensor};
+use candle_core::{DType, Module, Tensor};
 use candle_nn as nn;
 
 /// What the UNet predicts (ldm `parameterization`; A1111 reads `parameterization: "v"` from a
@@ -140,11 +140,13 @@ impl Attention {
         })
     }
 
+    /// `residual + attention(xs, context)`.
     fn forward(
         &self,
         xs: &Tensor,
         context: &Tensor,
         hyper: &[ActiveHypernetwork],
+        residual: &Tensor,
     ) -> candle_core::Result<Tensor> {
         let (b, n, dim) = xs.dims3()?;
         let head_dim = dim / self.heads;
@@ -177,9 +179,14 @@ impl Attention {
             .to_dtype(xs.dtype())?
             .transpose(1, 2)?
             .reshape((b, n, dim))?;
-        self.to_out.forward(&out)
+        // The output projection without its bias, which the residual pass adds.
+        let out = nn::Linear::new(self.to_out.weight().clone(), None).forward(&out)?;
+        crate::kernels::bias_residual(&out, self.to_out.bias(), residual)
     }
 }
+
+/// `torch.nn.LayerNorm`'s default epsilon, which ldm's transformer blocks keep.
+const LAYER_NORM_EPS: f64 = 1e-5;
 
 /// ldm `BasicTransformerBlock`: self-attention, cross-attention, GEGLU feed-forward.
 #[derive(Debug)]
@@ -202,11 +209,11 @@ impl TransformerBlock {
     ) -> candle_core::Result<Self> {
         let inner = 4 * dim;
         Ok(Self {
-            norm1: nn::layer_norm(dim, 1e-5, vb.pp("norm1"))?,
+            norm1: nn::layer_norm(dim, LAYER_NORM_EPS, vb.pp("norm1"))?,
             attn1: Attention::new(vb.pp("attn1"), dim, dim, heads)?,
-            norm2: nn::layer_norm(dim, 1e-5, vb.pp("norm2"))?,
+            norm2: nn::layer_norm(dim, LAYER_NORM_EPS, vb.pp("norm2"))?,
             attn2: Attention::new(vb.pp("attn2"), dim, context, heads)?,
-            norm3: nn::layer_norm(dim, 1e-5, vb.pp("norm3"))?,
+            norm3: nn::layer_norm(dim, LAYER_NORM_EPS, vb.pp("norm3"))?,
             ff_in: nn::linear(dim, 2 * inner, vb.pp("ff.net.0.proj"))?,
             ff_out: nn::linear(inner, dim, vb.pp("ff.net.2"))?,
         })
@@ -218,15 +225,20 @@ impl TransformerBlock {
         context: &Tensor,
         hyper: &[ActiveHypernetwork],
     ) -> candle_core::Result<Tensor> {
-        let h = self.norm1.forward(xs)?;
-        let xs = (self.attn1.forward(&h, &h, hyper)? + xs)?;
-        let h = self.norm2.forward(&xs)?;
-        let xs = (self.attn2.forward(&h, context, hyper)? + xs)?;
-        let h = self.ff_in.forward(&self.norm3.forward(&xs)?)?;
-        let half = h.dim(D::Minus1)? / 2;
-        let gated =
-            (h.narrow(D::Minus1, 0, half)? * h.narrow(D::Minus1, half, half)?.gelu_erf()?)?;
-        self.ff_out.forward(&gated)? + xs
+        let norm = |n: &nn::LayerNorm, x: &Tensor| {
+            crate::kernels::layer_norm(x, n.weight(), n.bias(), LAYER_NORM_EPS)
+        };
+        let h = norm(&self.norm1, xs)?;
+        let xs = self.attn1.forward(&h, &h, hyper, xs)?;
+        let h = norm(&self.norm2, &xs)?;
+        let xs = self.attn2.forward(&h, context, hyper, &xs)?;
+        // The projections without their biases: the GEGLU pass adds the first, the residual
+        // pass the second (one pass each instead of a bias, a gate and a sum).
+        let h =
+            nn::Linear::new(self.ff_in.weight().clone(), None).forward(&norm(&self.norm3, &xs)?)?;
+        let gated = crate::kernels::geglu(&h, self.ff_in.bias())?;
+        let out = nn::Linear::new(self.ff_out.weight().clone(), None).forward(&gated)?;
+        crate::kernels::bias_residual(&out, self.ff_out.bias(), &xs)
     }
 }
 
