@@ -9,27 +9,32 @@
 //!   exponential in place of one `expf` call per score).
 //! * [`conv2d`] / [`conv2d_with`]: convolution as tiled unfold + matrix product written straight
 //!   into NCHW order, with the bias, a per-image bias, a residual and nearest 2x upsampling
-//!   folded in; float16 and bfloat16 computed in float32.
+//!   folded in; float16 and bfloat16 computed in float32. Large 3x3 stride-1 convolutions go
+//!   through Winograd F(4x4, 3x3) or F(2x2, 3x3) instead (4x or 2.25x fewer multiplications).
 //! * [`group_norm`]: group normalisation, per-channel affine and optional SiLU in one operation
 //!   (statistics in one pass, then one pass that writes the output), parallel over
 //!   `(batch, group)` blocks, as PyTorch's CPU kernel is organised
 //!   (`aten/src/ATen/native/cpu/group_norm_kernel.cpp`).
+//! * [`layer_norm`], [`geglu`], [`gelu`], [`bias_residual`], [`qkv_attention`]: the element-wise
+//!   steps of the text encoder's and the UNet's transformer layers in one pass each, so that a
+//!   layer is matrix products plus these (candle 0.11.1 runs each element-wise op on a worker
+//!   that spins afterwards, which on two cores takes a core from the matrix products).
 //!
 //! The element-wise loops run through `pulp` ([`pulp::Arch::dispatch`]): one generic body picks
 //! AVX-512 (16 lanes), AVX2 (8) or scalar code at run time, without `unsafe` in this crate.
 
 mod attention;
 mod conv;
-mod softmax;
-
-pub use attention::{attention, attention_tiled};
-pub use conv::{ConvOptions, conv2d, conv2d_with};
 mod gelu;
 mod group_norm;
 mod layer_norm;
 mod qkv_attention;
 mod residual;
 mod simd;
+mod softmax;
+
+pub use attention::{attention, attention_tiled};
+pub use conv::{ConvOptions, conv2d, conv2d_with};
 pub use gelu::{Gelu, geglu, gelu};
 pub use group_norm::group_norm;
 pub use layer_norm::layer_norm;
