@@ -141,16 +141,13 @@ fn heads_in_parallel(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_support::max_abs_diff;
     use candle_core::{DType, Device};
 
     fn plain(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
         let scale = (q.dim(3)? as f64).powf(-0.5);
         let scores = (q.matmul(&k.t()?)? * scale)?;
         nn::ops::softmax_last_dim(&scores)?.matmul(v)
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-        (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()
     }
 
     /// Tiles that divide the queries, that do not, one row, and more rows than queries; self- and

@@ -523,22 +523,31 @@ impl candle_core::InplaceOp1 for Unfold<'_> {
         layout: &candle_core::Layout,
     ) -> Result<()> {
         let len = self.geo.depth() * self.rows * self.geo.out_w;
-        let start = layout.start_offset();
-        let candle_core::CpuStorage::F32(data) = storage else {
-            return Err(candle_core::Error::Msg(
-                "conv2d: workspace is not float32".into(),
-            ));
-        };
-        match data.get_mut(start..start + len) {
-            Some(cols) if layout.is_contiguous() && layout.shape().elem_count() == len => {
-                unfold(self.input, self.geo, self.first, self.rows, cols);
-                Ok(())
-            }
-            _ => Err(candle_core::Error::Msg(format!(
-                "conv2d: workspace view {:?} does not hold {len} contiguous values",
-                layout.shape()
-            ))),
-        }
+        let cols = workspace_view(storage, layout, len)?;
+        unfold(self.input, self.geo, self.first, self.rows, cols);
+        Ok(())
+    }
+}
+
+/// The `len` float32 values of a workspace view (a contiguous narrowing of this thread's
+/// workspace, as [`take_workspace`] gives), for an in-place operation to fill.
+fn workspace_view<'a>(
+    storage: &'a mut candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    len: usize,
+) -> Result<&'a mut [f32]> {
+    let start = layout.start_offset();
+    let candle_core::CpuStorage::F32(data) = storage else {
+        return Err(candle_core::Error::Msg(
+            "conv2d: workspace is not float32".into(),
+        ));
+    };
+    match data.get_mut(start..start + len) {
+        Some(view) if layout.is_contiguous() && layout.shape().elem_count() == len => Ok(view),
+        _ => Err(candle_core::Error::Msg(format!(
+            "conv2d: workspace view {:?} does not hold {len} contiguous values",
+            layout.shape()
+        ))),
     }
 }
 

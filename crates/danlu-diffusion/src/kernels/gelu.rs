@@ -410,6 +410,7 @@ pub fn geglu(h: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
 mod tests {
     use super::*;
     use crate::kernels::simd::TestArch;
+    use crate::kernels::test_support::max_abs_diff;
     use candle_core::Device;
 
     /// `erfc(z)` for `z >= 0` in float64: the Taylor series of `erf` below 3 (terms up to about
@@ -546,14 +547,6 @@ mod tests {
             assert_eq!(v[2], 30.0, "{arch:?}");
             assert_eq!(v[3], 0.0, "{arch:?}");
         }
-    }
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-        (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_scalar::<f32>()
     }
 
     /// GEGLU with and without a bias, against the candle chain it replaces (float32 erf in the

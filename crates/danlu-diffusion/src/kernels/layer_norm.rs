@@ -63,13 +63,7 @@ impl CustomOp1 for LayerNorm {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("{}: the input must be contiguous", self.name());
-        };
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("{}: the input must be float32", self.name());
-        };
-        let x = &data[start..end];
+        let x = super::contiguous_f32(self.name(), storage, layout)?;
         let cols = self.weight.len().max(1);
         let mut y = vec![0f32; x.len()];
         let block = (TASK_VALUES / cols).max(1) * cols;

@@ -40,3 +40,34 @@ pub use group_norm::group_norm;
 pub use layer_norm::layer_norm;
 pub use qkv_attention::qkv_attention;
 pub use residual::bias_residual;
+
+/// The float32 values of a contiguous CPU operand of one of the custom operations here, or an
+/// error naming the operation `op`.
+fn contiguous_f32<'a>(
+    op: &str,
+    storage: &'a candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+) -> candle_core::Result<&'a [f32]> {
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        candle_core::bail!("{op}: the input must be contiguous");
+    };
+    let candle_core::CpuStorage::F32(data) = storage else {
+        candle_core::bail!("{op}: the input must be float32");
+    };
+    Ok(&data[start..end])
+}
+
+/// What the tests of these kernels share.
+#[cfg(test)]
+mod test_support {
+    use candle_core::{DType, Result, Tensor};
+
+    /// Largest `|a - b|` over all elements, in float32.
+    pub(super) fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+        (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f32>()
+    }
+}

@@ -11,7 +11,7 @@
 //! takes the softmax with a vectorised exponential and sums the values; the heads then merge in
 //! one copy. Other devices and dtypes run the candle chain.
 
-use super::simd::exp_neg;
+use super::softmax::softmax_row;
 use candle_core::{CpuStorage, CustomOp1, D, DType, Layout, Result, Shape, Tensor};
 use pulp::{Arch, Simd, WithSimd};
 use rayon::prelude::*;
@@ -107,14 +107,8 @@ impl CustomOp1 for QkvAttention {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("{}: the input must be contiguous", self.name());
-        };
-        let CpuStorage::F32(data) = storage else {
-            candle_core::bail!("{}: the input must be float32", self.name());
-        };
+        let x = super::contiguous_f32(self.name(), storage, layout)?;
         let (b, n, cols) = layout.shape().dims3()?;
-        let x = &data[start..end];
         let (w, heads) = (cols / 3, self.heads);
         let d = w / heads;
         let scale = (d as f32).powf(-0.5);
@@ -200,7 +194,7 @@ impl WithSimd for Head<'_> {
             let m = if self.causal { i + 1 } else { n };
             let row = &mut scores[..m];
             dots(s, qi, &keys[..m], row);
-            softmax(s, row);
+            softmax_row(s, row, 1.0);
             weighted_sum(s, row, &values, oi);
         }
     }
@@ -279,39 +273,11 @@ fn dots<S: Simd>(s: S, q: &[f32], keys: &[&[f32]], row: &mut [f32]) {
     }
 }
 
-/// Softmax of a non-empty row in place.
-#[inline(always)]
-fn softmax<S: Simd>(s: S, row: &mut [f32]) {
-    let max = row.iter().fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-    let shift = s.splat_f32s(-max);
-    let (head, tail) = S::as_mut_simd_f32s(row);
-    let mut sum = s.splat_f32s(0.0);
-    for v in head.iter_mut() {
-        *v = exp_neg(s, s.add_f32s(*v, shift));
-        sum = s.add_f32s(sum, *v);
-    }
-    let e = exp_neg(s, s.add_f32s(s.partial_load_f32s(tail), shift));
-    s.partial_store_f32s(tail, e);
-    let sum = tail.iter().fold(s.reduce_sum_f32s(sum), |acc, &x| acc + x);
-    let inv = s.splat_f32s(1.0 / sum);
-    for v in head.iter_mut() {
-        *v = s.mul_f32s(*v, inv);
-    }
-    s.partial_store_f32s(tail, s.mul_f32s(s.partial_load_f32s(tail), inv));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_support::max_abs_diff;
     use candle_core::Device;
-
-    fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
-        (a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?
-            .abs()?
-            .flatten_all()?
-            .max(0)?
-            .to_scalar::<f32>()
-    }
 
     /// Against the candle chain (the computation `model/text.rs` did before), causal and not,
     /// CLIP's shape and odd ones (head sizes that leave partial vectors, fewer keys than four).

@@ -71,14 +71,8 @@ impl CustomOp2 for BiasResidual {
         r: &CpuStorage,
         rl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (Some((xs, xe)), Some((rs, re))) = (xl.contiguous_offsets(), rl.contiguous_offsets())
-        else {
-            candle_core::bail!("{}: the inputs must be contiguous", self.name());
-        };
-        let (CpuStorage::F32(x), CpuStorage::F32(r)) = (x, r) else {
-            candle_core::bail!("{}: the inputs must be float32", self.name());
-        };
-        let (x, r) = (&x[xs..xe], &r[rs..re]);
+        let x = super::contiguous_f32(self.name(), x, xl)?;
+        let r = super::contiguous_f32(self.name(), r, rl)?;
         let cols = self.bias.len();
         let mut y = vec![0f32; x.len()];
         let block = (TASK_VALUES / cols).max(1) * cols;

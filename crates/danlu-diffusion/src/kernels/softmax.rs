@@ -31,7 +31,7 @@ impl WithSimd for Rows<'_> {
 
 /// Softmax of `scale * row`, in place. `scale` must be positive.
 #[inline(always)]
-fn softmax_row<S: Simd>(s: S, row: &mut [f32], scale: f32) {
+pub(super) fn softmax_row<S: Simd>(s: S, row: &mut [f32], scale: f32) {
     let (head, tail) = S::as_mut_simd_f32s(row);
     // Maximum: four accumulators so that the max instructions do not wait on each other.
     let low = s.splat_f32s(f32::NEG_INFINITY);

@@ -17,7 +17,7 @@
 //! input and output transforms run in parallel over channels, the products are candle's batched
 //! `matmul` (the `gemm` crate).
 
-use super::{Addend, Geometry, Narrow, WORKSPACE, take_workspace, with_f32};
+use super::{Addend, Geometry, Narrow, WORKSPACE, take_workspace, with_f32, workspace_view};
 use candle_core::{Result, Tensor};
 use pulp::Arch;
 use rayon::prelude::*;
@@ -340,18 +340,7 @@ impl<W: Matrices<A, M>, const A: usize, const M: usize> candle_core::InplaceOp1
         layout: &candle_core::Layout,
     ) -> Result<()> {
         let c = self.geo.channels;
-        let len = A * A * c * self.count;
-        let start = layout.start_offset();
-        let candle_core::CpuStorage::F32(data) = storage else {
-            return Err(candle_core::Error::Msg(
-                "conv2d: workspace is not float32".into(),
-            ));
-        };
-        let Some(v) = data.get_mut(start..start + len) else {
-            return Err(candle_core::Error::Msg(format!(
-                "conv2d: workspace holds fewer than {len} values"
-            )));
-        };
+        let v = workspace_view(storage, layout, A * A * c * self.count)?;
         let mut by_channel = rows_of_planes(v, c, self.count);
         by_channel
             .par_iter_mut()
