@@ -65,6 +65,31 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
     }
 }
 
+/// First thing in the `danlu` binary: for the commands that run the networks (`generate`,
+/// `reproduce`, `serve`), replaces the process with itself under the C allocator settings of
+/// [`danlu_diffusion::allocator`], which keep a step's freed activations for the next step
+/// instead of faulting them in afresh. Other commands, unparsable arguments, and systems
+/// without glibc go on unchanged; with `-v`, a failed re-execution is reported.
+pub fn prepare_process() {
+    use danlu_diffusion::allocator::{Untuned, reexec_with_malloc_tunables};
+    let Ok(cli) = args::Cli::try_parse_from(std::env::args_os()) else {
+        return;
+    };
+    if !matches!(
+        cli.command,
+        args::Command::Generate(_) | args::Command::Reproduce(_) | args::Command::Serve(_)
+    ) {
+        return;
+    }
+    match reexec_with_malloc_tunables() {
+        Untuned::AlreadySet | Untuned::NotGlibc => {}
+        failed if cli.global.verbose > 0 => {
+            eprintln!("danlu: the C allocator keeps its defaults: {failed}");
+        }
+        _ => {}
+    }
+}
+
 fn init_tracing(verbose: u8) {
     use tracing_subscriber::EnvFilter;
     let default = match verbose {

@@ -4,6 +4,7 @@
 //! into the weights, textual-inversion embeddings and A1111 hypernetworks ([`adapters`]).
 
 pub mod adapters;
+pub mod allocator;
 pub mod device;
 mod error;
 pub mod kernels;

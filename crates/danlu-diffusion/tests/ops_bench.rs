@@ -76,6 +76,9 @@ fn peak_rss_bytes() -> u64 {
 #[test]
 #[ignore = "needs DANLU_BENCH_CHECKPOINT (an SD1.5-shaped checkpoint) and minutes of CPU"]
 fn sd15_shape_ops() -> anyhow::Result<()> {
+    // The allocator settings the `danlu` binary runs the networks under (this test then starts
+    // again as a new process image; run it alone, as scripts/bench does).
+    let _ = danlu_diffusion::allocator::reexec_with_malloc_tunables();
     let path = std::env::var("DANLU_BENCH_CHECKPOINT")
         .map_err(|_| anyhow::anyhow!("set DANLU_BENCH_CHECKPOINT"))?;
     let repeat: usize = std::env::var("DANLU_BENCH_REPEAT")

@@ -46,10 +46,29 @@ fn a_fresh_root_is_created_in_a1111_layout_and_served() {
     .unwrap();
     let mut answer = String::new();
     stream.read_to_string(&mut answer).unwrap();
+    // The server runs the networks, so it re-executed itself under the allocator settings.
+    let environ = std::fs::read(format!("/proc/{}/environ", child.id()));
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(answer.starts_with("HTTP/1.0 200"), "{answer}");
     assert!(answer.contains("\"checkpoints\":0"), "{answer}");
     assert!(root.join("models/Stable-diffusion").is_dir());
     assert!(root.join("models/Lora").is_dir());
+    if cfg!(all(target_os = "linux", target_env = "gnu"))
+        && std::env::var_os("GLIBC_TUNABLES").is_none()
+    {
+        // The variable is there. glibc tokenises it in place in the process it starts (each
+        // `:` becomes a NUL), so only its first setting may still read as the value.
+        let environ = environ.unwrap();
+        let value = environ
+            .split(|&b| b == 0)
+            .find_map(|v| v.strip_prefix(b"GLIBC_TUNABLES="))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        let ours = danlu_diffusion::allocator::GLIBC_TUNABLES;
+        assert!(
+            !value.is_empty() && ours.starts_with(&value),
+            "GLIBC_TUNABLES={value:?}, not {ours:?}"
+        );
+    }
 }
