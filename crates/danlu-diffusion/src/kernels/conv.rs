@@ -968,8 +968,10 @@ mod tests {
             Ok(winograd::choose(&Geometry::new(&xs, &w, &opts)?))
         };
         assert_eq!(geo((2, 320, 64, 64), 320, 3, 1, [1; 4])?, Method::F4);
-        assert_eq!(geo((2, 640, 32, 32), 640, 3, 1, [1; 4])?, Method::F2);
-        assert_eq!(geo((2, 1280, 16, 16), 1280, 3, 1, [1; 4])?, Method::Direct);
+        assert_eq!(geo((2, 640, 32, 32), 640, 3, 1, [1; 4])?, Method::F4);
+        assert_eq!(geo((2, 1280, 16, 16), 1280, 3, 1, [1; 4])?, Method::F2);
+        assert_eq!(geo((2, 1280, 8, 8), 1280, 3, 1, [1; 4])?, Method::Direct);
+        assert_eq!(geo((1, 640, 32, 32), 640, 3, 1, [1; 4])?, Method::F2);
         assert_eq!(geo((2, 320, 64, 64), 320, 3, 2, [1; 4])?, Method::Direct);
         assert_eq!(
             geo((2, 320, 64, 64), 320, 3, 1, [0, 1, 0, 1])?,

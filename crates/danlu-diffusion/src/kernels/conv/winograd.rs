@@ -164,10 +164,13 @@ const MIN_CHANNELS: usize = 16;
 
 /// Fewest tiles (across the batch) for a method: the weight transform and the packing of its
 /// `α²` matrices of `o x c` are paid once per call whatever the number of tiles, so with fewer
-/// tiles than this they cost more than Winograd saves (measured on SD's shapes by the ignored
-/// test `winograd_timing`: F(4x4) with 128 tiles of 640 channels gained 1.1x where F(2x2) with
-/// 512 tiles gained 1.5x; with 128 tiles of 1280 channels F(2x2) lost).
-const MIN_TILES: usize = 256;
+/// tiles than this they cost more than Winograd saves. Measured on SD's shapes by the ignored
+/// test `winograd_timing` under the allocator settings the engine runs with
+/// ([`crate::allocator`]), against the direct product: F(4x4) with 128 tiles of 640 channels
+/// (the 32x32 level) 2.35x faster, where F(2x2) was 1.77x; F(2x2) with 128 tiles of 1280
+/// channels (the 16x16 level) 1.45-1.6x; F(2x2) with 32 tiles (8x8) 0.8x. Without those settings
+/// every call faults its transform buffers in afresh and the 16x16 level only breaks even.
+const MIN_TILES: usize = 128;
 
 /// The method for `geo`: Winograd for 3x3, stride 1, padding 1 on every side (output as large
 /// as the input) when the channels and the output are large enough, F(4x4) when it has the
