@@ -81,12 +81,9 @@ pub fn prepare_process() {
     ) {
         return;
     }
-    match reexec_with_malloc_tunables() {
-        Untuned::AlreadySet | Untuned::NotGlibc => {}
-        failed if cli.global.verbose > 0 => {
-            eprintln!("danlu: the C allocator keeps its defaults: {failed}");
-        }
-        _ => {}
+    let untuned = reexec_with_malloc_tunables();
+    if cli.global.verbose > 0 && matches!(untuned, Untuned::NoExecutable(_) | Untuned::Exec(_)) {
+        eprintln!("danlu: the C allocator keeps its defaults: {untuned}");
     }
 }
 
