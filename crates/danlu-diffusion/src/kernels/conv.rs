@@ -492,13 +492,36 @@ thread_local! {
     /// The unfolded-column buffer of this thread's last convolution, kept for the next one: a
     /// fresh 8 MiB buffer per tile would cost its page faults and zeroing every time.
     static WORKSPACE: std::cell::RefCell<Option<Tensor>> = const { std::cell::RefCell::new(None) };
+    /// The Winograd-transformed weights' buffer of this thread's last such convolution, kept
+    /// for the next one. A fresh buffer per call (up to 236 MB, F(4x4) of 1280 channels) was
+    /// zeroed by the allocator on the calling thread while the others waited: about 2 GB per
+    /// 64x64 UNet step.
+    static WEIGHTS: std::cell::RefCell<Option<Tensor>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Drops this thread's kept convolution buffers (the unfolded-column tile and the
+/// Winograd-transformed weights: a few hundred MB after a UNet step), so that their memory
+/// serves what runs next. The VAE calls it before it encodes or decodes: its activations are
+/// the largest of the pipeline and its own buffers are smaller than the UNet's.
+pub fn release_kept_buffers() {
+    WORKSPACE.with(|cell| cell.take());
+    WEIGHTS.with(|cell| cell.take());
 }
 
 /// A float32 CPU tensor of at least `len` elements (1-D, contiguous): this thread's kept
 /// workspace if it is large enough, else a new one. The caller puts it back when done; a nested
 /// call meanwhile gets its own.
 fn take_workspace(len: usize) -> Result<Tensor> {
-    match WORKSPACE.with(|cell| cell.take()) {
+    take_kept(&WORKSPACE, len)
+}
+
+/// A float32 CPU tensor of at least `len` elements (1-D, contiguous) from the buffer `kept` of
+/// this thread if it is large enough, else a new one; see [`take_workspace`].
+fn take_kept(
+    kept: &'static std::thread::LocalKey<std::cell::RefCell<Option<Tensor>>>,
+    len: usize,
+) -> Result<Tensor> {
+    match kept.with(|cell| cell.take()) {
         Some(t) if t.elem_count() >= len => Ok(t),
         _ => Tensor::zeros(len, DType::F32, &Device::Cpu),
     }
@@ -884,6 +907,55 @@ mod tests {
     /// whose coefficients grow to 8 (F(4x4)'s `Aᵀ`) and 1/24 (its `G`): measured at most about
     /// 3e-7 for F(2x2) and 2e-6 for F(4x4). The bound, 1e-5, is far below what a wrong tap,
     /// tile offset or coefficient gives (errors of order 0.1 of the scale).
+    /// A Winograd convolution keeps its transformed-weight buffer for the next call on the
+    /// thread, a smaller convolution reuses it (with the same result as from a fresh buffer),
+    /// and `release_kept_buffers` drops both kept buffers.
+    #[test]
+    fn kept_buffers_are_reused_and_released() -> Result<()> {
+        let kept = |key: &'static std::thread::LocalKey<std::cell::RefCell<Option<Tensor>>>| {
+            key.with(|cell| cell.borrow().as_ref().map(Tensor::elem_count))
+        };
+        let plan = Plan {
+            method: Some(Method::F4),
+            ..Plan::default()
+        };
+        let run = |c: usize, o: usize| -> Result<Tensor> {
+            let (xs, w, _) = inputs(DType::F32, (1, c, 8, 8), o, 3)?;
+            let opts = ConvOptions {
+                padding: [1; 4],
+                ..Default::default()
+            };
+            let got = conv2d_planned(&xs, &w, &opts, plan)?;
+            release_kept_buffers();
+            let fresh = conv2d_planned(&xs, &w, &opts, plan)?;
+            assert_eq!(
+                got.flatten_all()?.to_vec1::<f32>()?,
+                fresh.flatten_all()?.to_vec1::<f32>()?
+            );
+            Ok(got)
+        };
+        release_kept_buffers();
+        run(12, 10)?;
+        assert_eq!(kept(&WEIGHTS), Some(36 * 12 * 10));
+        // Smaller: the kept buffer serves it and stays.
+        let (xs, w, _) = inputs(DType::F32, (1, 6, 8, 8), 5, 3)?;
+        let opts = ConvOptions {
+            padding: [1; 4],
+            ..Default::default()
+        };
+        let before = conv2d_planned(&xs, &w, &opts, plan)?;
+        assert_eq!(kept(&WEIGHTS), Some(36 * 12 * 10));
+        release_kept_buffers();
+        assert_eq!(kept(&WEIGHTS), None);
+        assert_eq!(kept(&WORKSPACE), None);
+        let after = conv2d_planned(&xs, &w, &opts, plan)?;
+        assert_eq!(
+            before.flatten_all()?.to_vec1::<f32>()?,
+            after.flatten_all()?.to_vec1::<f32>()?
+        );
+        Ok(())
+    }
+
     #[test]
     fn winograd_matches_direct_convolution() -> Result<()> {
         let dev = Device::Cpu;

@@ -20,6 +20,10 @@
 //!   layer is matrix products plus these (candle 0.11.1 runs each element-wise op on a worker
 //!   that spins afterwards, which on two cores takes a core from the matrix products).
 //!
+//! * [`project_to_tokens`], [`project_from_tokens`]: a spatial transformer's 1x1 (or linear)
+//!   projections read and written across image order `[b, c, h, w]` and token order
+//!   `[b, h·w, c]`, without the transposed copies between them.
+//!
 //! The element-wise loops run through `pulp` ([`pulp::Arch::dispatch`]): one generic body picks
 //! AVX-512 (16 lanes), AVX2 (8) or scalar code at run time, without `unsafe` in this crate.
 
@@ -32,14 +36,16 @@ mod qkv_attention;
 mod residual;
 mod simd;
 mod softmax;
+mod tokens;
 
 pub use attention::{attention, attention_tiled};
-pub use conv::{ConvOptions, conv2d, conv2d_with};
+pub use conv::{ConvOptions, conv2d, conv2d_with, release_kept_buffers};
 pub use gelu::{Gelu, geglu, gelu};
 pub use group_norm::group_norm;
 pub use layer_norm::layer_norm;
 pub use qkv_attention::qkv_attention;
 pub use residual::bias_residual;
+pub use tokens::{project_from_tokens, project_to_tokens};
 
 /// The float32 values of a contiguous CPU operand of one of the custom operations here, or an
 /// error naming the operation `op`.

@@ -242,10 +242,12 @@ impl TransformerBlock {
     }
 }
 
+/// A spatial transformer's per-position projection: a 1x1 convolution (weight `[o, c, 1, 1]`,
+/// SD1) or a linear layer (`[o, c]`, SD2's `use_linear_projection`); the same product either way.
 #[derive(Debug)]
-enum Projection {
-    Conv(Conv2d),
-    Linear(nn::Linear),
+struct Projection {
+    weight: Tensor,
+    bias: Tensor,
 }
 
 /// ldm `SpatialTransformer` (diffusers `Transformer2DModel`), depth 1.
@@ -266,10 +268,15 @@ impl SpatialTransformer {
         linear: bool,
     ) -> candle_core::Result<Self> {
         let proj = |name: &str| -> candle_core::Result<Projection> {
-            Ok(if linear {
-                Projection::Linear(nn::linear(channels, channels, vb.pp(name))?)
+            let vb = vb.pp(name);
+            let weight = if linear {
+                vb.get((channels, channels), "weight")?
             } else {
-                Projection::Conv(Conv2d::conv1(vb.pp(name), channels, channels)?)
+                vb.get((channels, channels, 1, 1), "weight")?
+            };
+            Ok(Projection {
+                weight,
+                bias: vb.get(channels, "bias")?,
             })
         };
         Ok(Self {
@@ -286,24 +293,19 @@ impl SpatialTransformer {
         context: &Tensor,
         hyper: &[ActiveHypernetwork],
     ) -> candle_core::Result<Tensor> {
-        let (b, c, h, w) = xs.dims4()?;
-        let to_tokens = |t: &Tensor| -> candle_core::Result<Tensor> {
-            t.reshape((b, c, h * w))?.transpose(1, 2)?.contiguous()
-        };
-        let to_image = |t: &Tensor| -> candle_core::Result<Tensor> {
-            t.transpose(1, 2)?.contiguous()?.reshape((b, c, h, w))
-        };
+        let (h, w) = (xs.dim(2)?, xs.dim(3)?);
         let normed = self.norm.forward(xs)?;
-        let tokens = match &self.proj_in {
-            Projection::Conv(p) => to_tokens(&p.forward(&normed)?)?,
-            Projection::Linear(p) => p.forward(&to_tokens(&normed)?)?,
-        };
+        // Both projections read and write across image and token order directly.
+        let (p_in, p_out) = (&self.proj_in, &self.proj_out);
+        let tokens = crate::kernels::project_to_tokens(&normed, &p_in.weight, Some(&p_in.bias))?;
         let tokens = self.block.forward(&tokens, context, hyper)?;
-        match &self.proj_out {
-            // The residual folded into the 1x1 convolution.
-            Projection::Conv(p) => p.forward_with(&to_image(&tokens)?, None, Some(xs), false),
-            Projection::Linear(p) => to_image(&p.forward(&tokens)?)? + xs,
-        }
+        crate::kernels::project_from_tokens(
+            &tokens,
+            &p_out.weight,
+            Some(&p_out.bias),
+            Some(xs),
+            (h, w),
+        )
     }
 }
 

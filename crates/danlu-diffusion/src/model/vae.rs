@@ -148,6 +148,7 @@ impl Vae {
     /// # Errors
     /// When the input is not a 4-D tensor whose sides are multiples of 8.
     pub fn encode(&self, images: &Tensor) -> crate::Result<LatentDistribution> {
+        crate::kernels::release_kept_buffers();
         let e = &self.encoder;
         let mut xs = e.conv_in.forward(images)?;
         for block in &e.down {
@@ -169,6 +170,7 @@ impl Vae {
     /// # Errors
     /// When the input is not a 4-D tensor with the latent channel count.
     pub fn decode(&self, latents: &Tensor) -> crate::Result<Tensor> {
+        crate::kernels::release_kept_buffers();
         let d = &self.decoder;
         let xs = self.post_quant_conv.forward(latents)?;
         let mut xs = d.mid.forward(&d.conv_in.forward(&xs)?)?;

@@ -17,8 +17,11 @@
 //! input and output transforms run in parallel over channels, the products are candle's batched
 //! `matmul` (the `gemm` crate).
 
-use super::{Addend, Geometry, Narrow, WORKSPACE, take_workspace, with_f32, workspace_view};
-use candle_core::{Result, Tensor};
+use super::{
+    Addend, Geometry, Narrow, WEIGHTS, WORKSPACE, take_kept, take_workspace, with_f32,
+    workspace_view,
+};
+use candle_core::Result;
 use pulp::Arch;
 use rayon::prelude::*;
 
@@ -245,7 +248,14 @@ pub(super) fn convolve<W: Matrices<A, M>, const A: usize, const M: usize, T: Nar
         per_image: geo.out_h.div_ceil(M) * geo.out_w.div_ceil(M),
     };
     let tiles = geo.batch * tiling.per_image;
-    let u = transform_weights::<W, A, M>(weight, o, c)?;
+    let kept = take_kept(&WEIGHTS, A * A * o * c)?;
+    let u = kept.narrow(0, 0, A * A * o * c)?.reshape((A * A, o, c))?;
+    u.inplace_op1(&WeightTransform::<W, A, M> {
+        weight,
+        o,
+        c,
+        matrices: std::marker::PhantomData,
+    })?;
     let chunk = (chunk_bytes / (4 * A * A * c.max(o)).max(1)).clamp(1, tiles);
     let workspace = take_workspace(A * A * c * chunk)?;
     let plane = geo.out_h * geo.out_w;
@@ -281,18 +291,47 @@ pub(super) fn convolve<W: Matrices<A, M>, const A: usize, const M: usize, T: Nar
         })?;
         first += count;
     }
+    drop(u);
     WORKSPACE.with(|cell| cell.replace(Some(workspace)));
+    WEIGHTS.with(|cell| cell.replace(Some(kept)));
     Ok(())
 }
 
-/// `U = G g Gᵀ` of every channel pair, as `[α², o, c]`.
+/// Fills a view `[α², o, c]` with `U = G g Gᵀ` of every channel pair of `weight`
+/// `[o, c, 3, 3]`.
+struct WeightTransform<'a, W, const A: usize, const M: usize> {
+    weight: &'a [f32],
+    o: usize,
+    c: usize,
+    matrices: std::marker::PhantomData<fn() -> W>,
+}
+
+impl<W: Matrices<A, M>, const A: usize, const M: usize> candle_core::InplaceOp1
+    for WeightTransform<'_, W, A, M>
+{
+    fn name(&self) -> &'static str {
+        "conv2d-winograd-weights"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &mut candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<()> {
+        let u = workspace_view(storage, layout, A * A * self.o * self.c)?;
+        transform_weights::<W, A, M>(self.weight, self.o, self.c, u);
+        Ok(())
+    }
+}
+
+/// `U = G g Gᵀ` of every channel pair into `u` `[α², o, c]`.
 fn transform_weights<W: Matrices<A, M>, const A: usize, const M: usize>(
     weight: &[f32],
     o: usize,
     c: usize,
-) -> Result<Tensor> {
-    let mut u = vec![0f32; A * A * o * c];
-    let mut by_output = rows_of_planes(&mut u, o, c);
+    u: &mut [f32],
+) {
+    let mut by_output = rows_of_planes(u, o, c);
     by_output.par_iter_mut().enumerate().for_each(|(oc, rows)| {
         Arch::new().dispatch(
             #[inline(always)]
@@ -316,8 +355,6 @@ fn transform_weights<W: Matrices<A, M>, const A: usize, const M: usize>(
             },
         )
     });
-    drop(by_output);
-    Tensor::from_vec(u, (A * A, o, c), &candle_core::Device::Cpu)
 }
 
 /// Fills the workspace `[α², c, count]` with `V = Bᵀ d B` of tiles `first..first + count`.
