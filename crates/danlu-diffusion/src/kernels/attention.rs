@@ -1,8 +1,9 @@
-//! Scaled dot-product attention in query tiles.
+//! Scaled dot-product attention in query blocks (float32 on the CPU) or query tiles.
 
 use super::softmax::ScaledSoftmax;
 use candle_core::{DType, Result, Tensor};
 use candle_nn as nn;
+use rayon::prelude::*;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Scores kept per tile: 1 Mi floats (4 MiB), about what one core's L2 and a share of L3 hold.
@@ -14,19 +15,87 @@ const PARALLEL_SCORES: usize = 1 << 20;
 
 /// `softmax(q kᵀ / sqrt(d)) v` for `q` `[batch, heads, n, d]` and `k`, `v` `[batch, heads, m, d]`,
 /// returning `[batch, heads, n, d]` in the inputs' dtype. Same result as the plain chain of
-/// `matmul`, scale, `softmax_last_dim`, `matmul` (up to float rounding), with query tiles sized so
-/// that a tile's scores take at most 4 MiB. In float32 on the CPU the scale and the softmax are
-/// one pass over each tile, in place, with a vectorised exponential, and large calls give whole
-/// heads to rayon's number of threads.
+/// `matmul`, scale, `softmax_last_dim`, `matmul` (up to float rounding). In float32 on the CPU
+/// each block of 16 (AVX-512) or 8 queries goes through scores, softmax and values in one pass
+/// (`kernels::fused_attention`), blocks spread over rayon's threads; other dtypes and devices
+/// take [`attention_tiled`] with query tiles whose scores take at most 4 MiB.
 ///
 /// # Errors
 /// When the shapes do not match as above or the dtypes differ.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     let m = k.dim(2)?;
+    let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+    if f32_cpu(q) && f32_cpu(k) && f32_cpu(v) {
+        return attention_fused(q, k, v);
+    }
     attention_tiled(q, k, v, (TILE_SCORES / m.max(1)).max(1))
 }
 
-/// [`attention`] with an explicit tile of `rows` queries per head (at least 1).
+/// [`attention`] of float32 CPU tensors through [`super::fused_attention`]: every head split
+/// into blocks of queries spread over rayon's threads.
+fn attention_fused(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let (b, h, n, d, m) = check(q, k, v)?;
+    let (q, k, v) = (q.contiguous()?, k.contiguous()?, v.contiguous()?);
+    let guards = [&q, &k, &v].map(Tensor::storage_and_layout);
+    let mut slices = Vec::with_capacity(3);
+    for (storage, layout) in &guards {
+        let candle_core::Storage::Cpu(cpu) = &**storage else {
+            candle_core::bail!("attention: an operand is not on the CPU");
+        };
+        slices.push(super::contiguous_f32("attention", cpu, layout)?);
+    }
+    let (qs, ks, vs) = (slices[0], slices[1], slices[2]);
+    let scale = (d as f64).powf(-0.5) as f32;
+    // Enough query blocks per head for every thread to have two tasks.
+    let splits = (2 * rayon::current_num_threads())
+        .div_ceil(b * h)
+        .clamp(1, n.max(1));
+    let rows = n.div_ceil(splits).next_multiple_of(16).max(1);
+    let mut out = vec![0f32; b * h * n * d];
+    if d > 0 && n > 0 {
+        out.par_chunks_mut(n * d).enumerate().for_each(|(i, head)| {
+            let (k, v) = (&ks[i * m * d..][..m * d], &vs[i * m * d..][..m * d]);
+            head.par_chunks_mut(rows * d)
+                .enumerate()
+                .for_each(|(part, out)| {
+                    let q = &qs[(i * n + part * rows) * d..][..out.len()];
+                    pulp::Arch::new().dispatch(super::fused_attention::Head {
+                        q,
+                        k,
+                        v,
+                        out,
+                        d,
+                        scale,
+                    });
+                });
+        });
+    }
+    drop(slices);
+    drop(guards);
+    Tensor::from_vec(out, (b, h, n, d), q.device())
+}
+
+/// The sizes `(batch, heads, n, d, m)` of `q` `[batch, heads, n, d]` and `k`, `v`
+/// `[batch, heads, m, d]`, or an error when they do not match so.
+fn check(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(usize, usize, usize, usize, usize)> {
+    let (b, h, n, d) = q.dims4()?;
+    let (kb, kh, m, kd) = k.dims4()?;
+    if (kb, kh, kd) != (b, h, d) || v.dims() != k.dims() || q.dtype() != k.dtype() {
+        return Err(candle_core::Error::Msg(format!(
+            "attention: q {:?}, k {:?} and v {:?} do not match as [batch, heads, n, d] and \
+             [batch, heads, m, d]",
+            q.dims(),
+            k.dims(),
+            v.dims()
+        )));
+    }
+    Ok((b, h, n, d, m))
+}
+
+/// [`attention`] with an explicit tile of `rows` queries per head (at least 1): each tile's scores
+/// are one matrix product, then (in float32 on the CPU) the scale and the softmax are one pass
+/// over them in place with a vectorised exponential, then one product with the values; large
+/// calls give whole heads to rayon's number of threads.
 ///
 /// # Errors
 /// When the shapes do not match as in [`attention`] or the dtypes differ.

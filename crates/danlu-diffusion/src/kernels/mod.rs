@@ -1,12 +1,14 @@
 //! CPU kernels that replace chains of candle operations where the chain costs memory or time.
 //!
-//! * [`attention`]: scaled dot-product attention in query tiles, so the `[n, m]` score matrix
-//!   of a head never exists in full (4096 x 4096 floats, 64 MiB per head and 1 GiB for the
-//!   16 heads of a CFG batch at 512x512, in the UNet's first level). The idea is the one of
-//!   PyTorch's CPU `scaled_dot_product_attention` (`aten/src/ATen/native/cpu/FlashAttentionKernel.cpp`)
-//!   and of diffusers' sliced attention (`AttnProcessor` with `set_attention_slice`): each tile's
-//!   scores stay small enough for the caches; in float32 the softmax is our own (a vectorised
-//!   exponential in place of one `expf` call per score).
+//! * [`attention`]: scaled dot-product attention without the `[n, m]` score matrix of a head in
+//!   memory (4096 x 4096 floats, 64 MiB per head and 1 GiB for the 16 heads of a CFG batch at
+//!   512x512, in the UNet's first level). In float32 on the CPU each block of 16 (AVX-512) or 8
+//!   queries runs scores, softmax and the weighted values in one pass with its scores in the L2
+//!   cache, vectorised across the block's queries (`fused_attention`), as PyTorch's CPU
+//!   `scaled_dot_product_attention` (`aten/src/ATen/native/cpu/FlashAttentionKernel.cpp`) keeps
+//!   a block's scores in cache; other dtypes take [`attention_tiled`], diffusers' sliced
+//!   attention (`AttnProcessor` with `set_attention_slice`): query tiles with a vectorised
+//!   in-place softmax between two matrix products.
 //! * [`conv2d`] / [`conv2d_with`]: convolution as tiled unfold + matrix product written straight
 //!   into NCHW order, with the bias, a per-image bias, a residual and nearest 2x upsampling
 //!   folded in; float16 and bfloat16 computed in float32. Large 3x3 stride-1 convolutions go
@@ -29,6 +31,7 @@
 
 mod attention;
 mod conv;
+mod fused_attention;
 mod gelu;
 mod group_norm;
 mod layer_norm;
