@@ -13,19 +13,26 @@ const TILE_SCORES: usize = 1 << 20;
 /// smaller calls (and other devices) run head after head, each product split over rayon's pool.
 const PARALLEL_SCORES: usize = 1 << 20;
 
+/// Largest head size that takes the fused path. The UNet's heads (40 to 160 values) do; the
+/// VAE's single head of 512 does not: its values, 8 MiB at 64x64, no longer fit the caches, and
+/// the fused output step reads them again for every block of queries (VAE decode 0.1-0.8 s
+/// slower than through the tiled matrix products).
+const MAX_FUSED_DIM: usize = 160;
+
 /// `softmax(q kᵀ / sqrt(d)) v` for `q` `[batch, heads, n, d]` and `k`, `v` `[batch, heads, m, d]`,
 /// returning `[batch, heads, n, d]` in the inputs' dtype. Same result as the plain chain of
 /// `matmul`, scale, `softmax_last_dim`, `matmul` (up to float rounding). In float32 on the CPU
-/// each block of 16 (AVX-512) or 8 queries goes through scores, softmax and values in one pass
-/// (`kernels::fused_attention`), blocks spread over rayon's threads; other dtypes and devices
-/// take [`attention_tiled`] with query tiles whose scores take at most 4 MiB.
+/// and heads of at most 160 values, each block of 16 (AVX-512) or 8 queries goes through scores,
+/// softmax and values in one pass (`kernels::fused_attention`), blocks spread over rayon's
+/// threads; larger heads, other dtypes and devices take [`attention_tiled`] with query tiles
+/// whose scores take at most 4 MiB.
 ///
 /// # Errors
 /// When the shapes do not match as above or the dtypes differ.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<Tensor> {
     let m = k.dim(2)?;
     let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
-    if f32_cpu(q) && f32_cpu(k) && f32_cpu(v) {
+    if f32_cpu(q) && f32_cpu(k) && f32_cpu(v) && q.dim(3)? <= MAX_FUSED_DIM {
         return attention_fused(q, k, v);
     }
     attention_tiled(q, k, v, (TILE_SCORES / m.max(1)).max(1))
