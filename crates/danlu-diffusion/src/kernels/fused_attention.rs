@@ -48,6 +48,18 @@ impl WithSimd for Head<'_> {
             self.out.fill(0.0);
             return;
         }
+        // Whole blocks of keys packed `[block][d][KEYS]`, so that a block's keys at one
+        // coordinate are adjacent and a block is one run of memory.
+        let full = m / KEYS;
+        let mut packed = vec![0f32; full * d * KEYS];
+        for (block, dst) in packed.chunks_exact_mut(d * KEYS).enumerate() {
+            for b in 0..KEYS {
+                let row = &self.k[(block * KEYS + b) * d..][..d];
+                for (j, &x) in row.iter().enumerate() {
+                    dst[j * KEYS + b] = x;
+                }
+            }
+        }
         // Transposed, scaled queries of a block `[d][lanes]`, and its scores `[m][lanes]`.
         let zero = s.splat_f32s(0.0);
         let mut qt = vec![zero; d];
@@ -66,12 +78,12 @@ impl WithSimd for Head<'_> {
             let mut max = s.splat_f32s(f32::NEG_INFINITY);
             let mut blocks = scores.chunks_exact_mut(KEYS);
             let mut key = 0;
-            for block in &mut blocks {
-                max = score_block::<S, KEYS>(s, &qt, &self.k[key * d..], d, block, max);
+            for (block, keys) in (&mut blocks).zip(packed.chunks_exact(d * KEYS)) {
+                max = score_block::<S, KEYS>(s, &qt, keys, block, max);
                 key += KEYS;
             }
             for one in blocks.into_remainder().chunks_exact_mut(1) {
-                max = score_block::<S, 1>(s, &qt, &self.k[key * d..], d, one, max);
+                max = score_block::<S, 1>(s, &qt, &self.k[key * d..][..d], one, max);
                 key += 1;
             }
             // exp(score - max) in place, and the sums.
@@ -113,21 +125,20 @@ impl WithSimd for Head<'_> {
     }
 }
 
-/// Scores of the `B` keys starting at `k` (rows `d` apart) against the block's queries `qt`,
-/// into `out`; returns `max` raised by them.
+/// Scores of `B` keys packed `[d][B]` in `keys` against the block's queries `qt`, into `out`;
+/// returns `max` raised by them.
 #[inline(always)]
 fn score_block<S: Simd, const B: usize>(
     s: S,
     qt: &[S::f32s],
-    k: &[f32],
-    d: usize,
+    keys: &[f32],
     out: &mut [S::f32s],
     max: S::f32s,
 ) -> S::f32s {
     let mut acc = [s.splat_f32s(0.0); B];
-    for (j, &qv) in qt.iter().enumerate() {
-        for (b, a) in acc.iter_mut().enumerate() {
-            *a = s.mul_add_e_f32s(s.splat_f32s(k[b * d + j]), qv, *a);
+    for (&qv, at) in qt.iter().zip(keys.chunks_exact(B)) {
+        for (a, &x) in acc.iter_mut().zip(at) {
+            *a = s.mul_add_e_f32s(s.splat_f32s(x), qv, *a);
         }
     }
     let mut max = max;
