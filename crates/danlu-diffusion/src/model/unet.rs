@@ -167,8 +167,9 @@ impl Attention {
         };
         let k = split(k)?;
         let v = split(v)?;
-        // On the CPU, query tiles with an in-place softmax: the same result without the full
-        // `[b, heads, n, m]` score matrix (1 GiB per pass at 64x64 latents).
+        // On the CPU, blocks of queries through scores, softmax and values in one pass: the
+        // same result without the full `[b, heads, n, m]` score matrix (1 GiB per pass at 64x64
+        // latents).
         let attended = if q.device().is_cpu() {
             crate::kernels::attention(&q, &k, &v)?
         } else {
