@@ -107,17 +107,7 @@ fn check(q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(usize, usize, usize, usi
 /// # Errors
 /// When the shapes do not match as in [`attention`] or the dtypes differ.
 pub fn attention_tiled(q: &Tensor, k: &Tensor, v: &Tensor, rows: usize) -> Result<Tensor> {
-    let (b, h, n, d) = q.dims4()?;
-    let (kb, kh, m, kd) = k.dims4()?;
-    if (kb, kh, kd) != (b, h, d) || v.dims() != k.dims() {
-        return Err(candle_core::Error::Msg(format!(
-            "attention: q {:?}, k {:?} and v {:?} do not match as [batch, heads, n, d] and \
-             [batch, heads, m, d]",
-            q.dims(),
-            k.dims(),
-            v.dims()
-        )));
-    }
+    let (b, h, n, d, m) = check(q, k, v)?;
     let rows = rows.max(1);
     let scale = (d as f64).powf(-0.5);
     let cpu = q.device().is_cpu();

@@ -21,6 +21,7 @@
 //! rounded back to the input's dtype, so bfloat16 works on the CPU as well (candle 0.11.1's CPU
 //! matrix product has no bfloat16).
 
+use super::with_f32;
 use candle_core::{DType, Device, Result, Tensor, WithDType};
 use rayon::prelude::*;
 
@@ -294,27 +295,6 @@ fn fallback(xs: &Tensor, weight: &Tensor, opts: &ConvOptions, geo: &Geometry) ->
     match opts.residual {
         Some(r) => out + r.to_dtype(dtype)?,
         None => Ok(out),
-    }
-}
-
-/// The float32 contents of a contiguous CPU tensor, passed to `f`.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else {
-        return Err(candle_core::Error::Msg(
-            "conv2d: tensor is not on the CPU".into(),
-        ));
-    };
-    let data = cpu.as_slice::<f32>()?;
-    let start = layout.start_offset();
-    let len = layout.shape().elem_count();
-    match data.get(start..start + len) {
-        Some(s) if layout.is_contiguous() => f(s),
-        _ => Err(candle_core::Error::Msg(format!(
-            "conv2d: internal tensor is not contiguous ({:?}, offset {start} of {})",
-            layout.stride(),
-            data.len()
-        ))),
     }
 }
 

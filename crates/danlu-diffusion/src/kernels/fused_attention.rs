@@ -98,44 +98,16 @@ impl WithSimd for Head<'_> {
             let mut j = 0;
             // Twice as many with AVX-512's 32 registers (3% faster on 40-value heads); AVX2's 16
             // would spill them.
+            let out = &mut self.out[first * d..];
+            let (v, lane) = (self.v, &mut lane);
             while lanes >= 16 && j + 2 * DIMS <= d {
-                let acc = value_block::<S, { 2 * DIMS }>(s, &scores, &self.v[j..], d);
-                store(
-                    s,
-                    &acc,
-                    inv,
-                    &mut lane,
-                    &mut self.out[first * d + j..],
-                    d,
-                    count,
-                );
-                j += 2 * DIMS;
+                j = output_block::<S, { 2 * DIMS }>(s, &scores, v, inv, lane, out, j, d, count);
             }
             while j + DIMS <= d {
-                let acc = value_block::<S, DIMS>(s, &scores, &self.v[j..], d);
-                store(
-                    s,
-                    &acc,
-                    inv,
-                    &mut lane,
-                    &mut self.out[first * d + j..],
-                    d,
-                    count,
-                );
-                j += DIMS;
+                j = output_block::<S, DIMS>(s, &scores, v, inv, lane, out, j, d, count);
             }
             while j < d {
-                let acc = value_block::<S, 1>(s, &scores, &self.v[j..], d);
-                store(
-                    s,
-                    &acc,
-                    inv,
-                    &mut lane,
-                    &mut self.out[first * d + j..],
-                    d,
-                    count,
-                );
-                j += 1;
+                j = output_block::<S, 1>(s, &scores, v, inv, lane, out, j, d, count);
             }
         }
     }
@@ -165,38 +137,36 @@ fn score_block<S: Simd, const B: usize>(
     max
 }
 
-/// `Σ_key p[key] · v[key][j]` for the `B` coordinates `j` starting at `v` (rows `d` apart), one
-/// vector per coordinate across the block's queries.
+/// Output coordinates `j..j + B` of the block's first `count` queries: `Σ_key p[key] · v[key][j]`
+/// with one vector per coordinate across the queries (`v` rows `d` apart), times `inv`, written
+/// into `out` (the block's first row, rows `d` apart). Returns `j + B`.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn value_block<S: Simd, const B: usize>(s: S, p: &[S::f32s], v: &[f32], d: usize) -> [S::f32s; B] {
+fn output_block<S: Simd, const B: usize>(
+    s: S,
+    p: &[S::f32s],
+    v: &[f32],
+    inv: S::f32s,
+    lane: &mut [f32],
+    out: &mut [f32],
+    j: usize,
+    d: usize,
+    count: usize,
+) -> usize {
     let mut acc = [s.splat_f32s(0.0); B];
     for (key, &pv) in p.iter().enumerate() {
-        let row = &v[key * d..];
+        let row = &v[key * d + j..];
         for (b, a) in acc.iter_mut().enumerate() {
             *a = s.mul_add_e_f32s(s.splat_f32s(row[b]), pv, *a);
         }
     }
-    acc
-}
-
-/// Writes coordinate block `acc` (times `inv`) of the block's first `count` queries into `out`
-/// (that block's first row at the block's first coordinate, rows `d` apart).
-#[inline(always)]
-fn store<S: Simd>(
-    s: S,
-    acc: &[S::f32s],
-    inv: S::f32s,
-    lane: &mut [f32],
-    out: &mut [f32],
-    d: usize,
-    count: usize,
-) {
     for (b, &a) in acc.iter().enumerate() {
         s.partial_store_f32s(lane, s.mul_f32s(a, inv));
         for (l, &x) in lane.iter().take(count).enumerate() {
-            out[l * d + b] = x;
+            out[l * d + j + b] = x;
         }
     }
+    j + B
 }
 
 #[cfg(test)]

@@ -50,6 +50,30 @@ pub use qkv_attention::qkv_attention;
 pub use residual::bias_residual;
 pub use tokens::{project_from_tokens, project_to_tokens};
 
+/// The float32 contents of a contiguous CPU tensor, passed to `f`.
+fn with_f32<R>(
+    t: &candle_core::Tensor,
+    f: impl FnOnce(&[f32]) -> candle_core::Result<R>,
+) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return Err(candle_core::Error::Msg(
+            "kernel: tensor is not on the CPU".into(),
+        ));
+    };
+    let data = cpu.as_slice::<f32>()?;
+    let start = layout.start_offset();
+    let len = layout.shape().elem_count();
+    match data.get(start..start + len) {
+        Some(s) if layout.is_contiguous() => f(s),
+        _ => Err(candle_core::Error::Msg(format!(
+            "kernel: internal tensor is not contiguous ({:?}, offset {start} of {})",
+            layout.stride(),
+            data.len()
+        ))),
+    }
+}
+
 /// The float32 values of a contiguous CPU operand of one of the custom operations here, or an
 /// error naming the operation `op`.
 fn contiguous_f32<'a>(

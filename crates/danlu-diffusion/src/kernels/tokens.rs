@@ -8,6 +8,7 @@
 //! either operand through its strides, so here each image's product reads the other order
 //! directly and one parallel pass adds the bias (and the residual) while storing it.
 
+use super::with_f32;
 use candle_core::{DType, Device, Result, Tensor};
 use rayon::prelude::*;
 
@@ -37,7 +38,7 @@ pub fn project_to_tokens(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) ->
     for (image, dst) in out.chunks_exact_mut(hw * o).enumerate() {
         // `[h·w, c]` read through the image's `[c, h·w]` strides.
         let product = x.get(image)?.reshape((c, hw))?.t()?.matmul(&weight_t)?;
-        with_values(&product, |p| {
+        with_f32(&product, |p| {
             dst.par_chunks_mut(o)
                 .zip(p.par_chunks(o))
                 .for_each(|(d, p)| {
@@ -45,6 +46,7 @@ pub fn project_to_tokens(xs: &Tensor, weight: &Tensor, bias: Option<&Tensor>) ->
                         *d = p + b;
                     }
                 });
+            Ok(())
         })?;
     }
     Tensor::from_vec(out, (b, hw, o), &Device::Cpu)
@@ -100,7 +102,7 @@ pub fn project_from_tokens(
         // `[c, h·w]` read through the image's `[h·w, c]` strides.
         let product = weight.matmul(&t.get(image)?.t()?)?;
         let mut store = |res: Option<&[f32]>| {
-            with_values(&product, |p| {
+            with_f32(&product, |p| {
                 dst.par_chunks_mut(hw)
                     .zip(p.par_chunks(hw))
                     .enumerate()
@@ -120,10 +122,11 @@ pub fn project_from_tokens(
                             }
                         }
                     });
+                Ok(())
             })
         };
         match &residual {
-            Some(r) => with_values(r, |r| store(Some(r)))??,
+            Some(r) => with_f32(r, |r| store(Some(r)))?,
             None => store(None)?,
         }
     }
@@ -141,18 +144,6 @@ fn bias_values(bias: Option<&Tensor>, o: usize) -> Result<Vec<f32>> {
         Some(b) if b.dims() == [o] => b.to_dtype(DType::F32)?.to_vec1(),
         Some(b) => candle_core::bail!("projection: bias {:?} for {o} outputs", b.dims()),
         None => Ok(vec![0.0; o]),
-    }
-}
-
-/// The float32 values of a contiguous CPU tensor, passed to `f`.
-fn with_values<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("projection: tensor is not on the CPU");
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(f(&cpu.as_slice::<f32>()?[start..end])),
-        None => candle_core::bail!("projection: internal tensor is not contiguous"),
     }
 }
 
